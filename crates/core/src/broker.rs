@@ -1,0 +1,29 @@
+//! The broker seam: how events reach the sessions of every node.
+//!
+//! The in-process broker hands events straight to the local sink; a cluster broker (NATS) carries
+//! them between nodes. Either way the order in which one node publishes is the order every sink
+//! sees.
+
+use std::sync::Arc;
+
+use natter_proto::ConversationId;
+
+use crate::Event;
+
+/// Where a node's broker delivers events: the sessions hub.
+pub trait EventSink: Send + Sync {
+    /// Must not block: it runs on the store's commit path.
+    fn deliver(&self, event: Arc<Event>);
+}
+
+/// Carries events from the node that produced them to every node with an interested session.
+pub trait Broker: Send + Sync {
+    /// Publish an event. Must not block; events of one publisher arrive in publishing order.
+    fn publish(&self, event: Arc<Event>);
+    /// This node now has a session that wants a conversation's events.
+    fn subscribe(&self, conversation_id: ConversationId);
+    /// This node no longer has a session that wants a conversation's events.
+    fn unsubscribe(&self, conversation_id: ConversationId);
+    /// Set the local sink; called once, when the sessions hub exists.
+    fn attach(&self, sink: Arc<dyn EventSink>);
+}

@@ -1,0 +1,60 @@
+//! Events: what the core tells connected devices. Committed events come from the store in commit
+//! order; ephemeral ones (typing, presence) are never stored.
+
+use natter_proto::{Conversation, ConversationId, Message, Pos, Presence, Receipt, UserId};
+
+/// One thing that happened, routed by the sessions layer to the devices that may see it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A committed message; goes to every member.
+    Message(Message),
+    /// A member's markers moved; goes to every member.
+    Receipt(Receipt),
+    /// Members, roles or title changed; goes to every member and to those just removed.
+    ConversationChanged {
+        conversation: Conversation,
+        added: Vec<UserId>,
+        removed: Vec<UserId>,
+    },
+    /// Ephemeral: goes to the other members.
+    Typing {
+        conversation_id: ConversationId,
+        user_id: UserId,
+        active: bool,
+    },
+    /// Ephemeral: goes to everyone who shares one of `conversation_ids` with the user.
+    Presence {
+        presence: Presence,
+        conversation_ids: Vec<ConversationId>,
+    },
+}
+
+impl Event {
+    /// The conversation this event belongs to, if it belongs to one.
+    pub fn conversation_id(&self) -> Option<ConversationId> {
+        match self {
+            Event::Message(m) => Some(m.conversation_id),
+            Event::Receipt(r) => Some(r.conversation_id),
+            Event::ConversationChanged { conversation, .. } => Some(conversation.id),
+            Event::Typing {
+                conversation_id, ..
+            } => Some(*conversation_id),
+            Event::Presence { .. } => None,
+        }
+    }
+
+    /// The change-stream position of a committed event; `None` for ephemeral ones.
+    pub fn pos(&self) -> Option<Pos> {
+        match self {
+            Event::Message(m) => Some(m.pos),
+            Event::Receipt(r) => Some(r.pos),
+            Event::ConversationChanged { conversation, .. } => Some(conversation.last_pos),
+            Event::Typing { .. } | Event::Presence { .. } => None,
+        }
+    }
+
+    /// Ephemeral events may be dropped under pressure and never displace committed ones.
+    pub fn is_ephemeral(&self) -> bool {
+        self.pos().is_none()
+    }
+}

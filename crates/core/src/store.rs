@@ -1,0 +1,229 @@
+//! The storage seam: one trait per aggregate, each operation documented in one line.
+//!
+//! Every write is durable when it returns (D1). Every committed change is handed, in commit order,
+//! to the [`CommitListener`], which is how events reach the broker. Writes that a rule guards take
+//! the actor and check the rule (from [`crate::rules`]) inside their transaction.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use natter_proto::{
+    Ack, Content, Conversation, ConversationId, ConversationKind, Device, DeviceId, HistoryPage,
+    Message, Pos, Receipt, Role, Seq, User, UserId,
+};
+
+use crate::{Event, Result};
+
+/// A user with what only the server may see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub user: User,
+    pub password_hash: String,
+    pub disabled: bool,
+    pub created_at_ms: u64,
+}
+
+/// A user's membership in one conversation, including a past one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    pub kind: ConversationKind,
+    pub role: Role,
+    /// Set once the user left or was removed: they may still read up to this `seq`.
+    pub left_seq: Option<Seq>,
+}
+
+impl Membership {
+    pub fn is_active(&self) -> bool {
+        self.left_seq.is_none()
+    }
+}
+
+/// A message to append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    pub conversation_id: ConversationId,
+    pub sender_id: UserId,
+    pub client_msg_id: String,
+    pub content: Content,
+    pub reply_to: Option<Seq>,
+    pub sent_at_ms: u64,
+}
+
+/// A conversation that changed after a sync cursor, as one member may see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangedConversation {
+    pub id: ConversationId,
+    /// Position of the newest message the member may see (0 if none).
+    pub message_pos: Pos,
+    /// Position of the newest state change (members, markers, title) the member may see.
+    pub state_pos: Pos,
+    /// For a member who left: the last `seq` they may see.
+    pub left_seq: Option<Seq>,
+}
+
+/// What the store hands to its listener after each commit.
+#[derive(Debug)]
+pub struct CommitBatch {
+    /// Committed events in commit order.
+    pub events: Vec<Event>,
+    /// Messages in this commit group.
+    pub messages: usize,
+    /// Time the commit itself took.
+    pub duration: Duration,
+}
+
+/// Called after each commit, in commit order, on the store's writer; must not block.
+pub type CommitListener = Arc<dyn Fn(CommitBatch) + Send + Sync>;
+
+/// Users and their devices.
+#[async_trait]
+pub trait AccountStore: Send + Sync {
+    /// Create a user; `UsernameTaken` when the (normalized) name exists.
+    async fn create_user(
+        &self,
+        username: &str,
+        display_name: &str,
+        password_hash: &str,
+        now_ms: u64,
+    ) -> Result<User>;
+    /// The user with this normalized username.
+    async fn user_by_username(&self, username: &str) -> Result<Option<UserRecord>>;
+    /// The user with this id.
+    async fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>>;
+    /// Every user, by id.
+    async fn list_users(&self) -> Result<Vec<UserRecord>>;
+    /// Disable or enable a user; a disabled user's tokens stop working. `NotFound` if absent.
+    async fn set_user_disabled(&self, username: &str, disabled: bool) -> Result<()>;
+    /// Change a user's display name.
+    async fn set_display_name(&self, user_id: UserId, display_name: &str) -> Result<User>;
+    /// Record a new device with the hash of its token.
+    async fn create_device(
+        &self,
+        user_id: UserId,
+        token_hash: &[u8],
+        name: &str,
+        now_ms: u64,
+    ) -> Result<DeviceId>;
+    /// The live (not revoked) device with this token hash, and its user.
+    async fn device_by_token(&self, token_hash: &[u8]) -> Result<Option<(UserRecord, DeviceId)>>;
+    /// A user's live devices.
+    async fn list_devices(&self, user_id: UserId) -> Result<Vec<Device>>;
+    /// Revoke one of a user's devices; `NotFound` unless it is theirs and live.
+    async fn revoke_device(&self, user_id: UserId, device_id: DeviceId) -> Result<()>;
+    /// Note that a device was seen now.
+    async fn touch_device(&self, device_id: DeviceId, now_ms: u64) -> Result<()>;
+}
+
+/// Conversations and their members.
+#[async_trait]
+pub trait ConversationStore: Send + Sync {
+    /// The direct conversation of two users, created if absent; `true` when created now.
+    async fn create_direct(
+        &self,
+        a: UserId,
+        b: UserId,
+        now_ms: u64,
+    ) -> Result<(ConversationId, bool)>;
+    /// A new group owned by `owner` with `members` (unknown users: `NotFound`).
+    async fn create_group(
+        &self,
+        owner: UserId,
+        title: &str,
+        members: &[UserId],
+        now_ms: u64,
+    ) -> Result<ConversationId>;
+    /// Add users (rule: [`crate::rules::may_manage_members`]); already-members are ignored.
+    async fn add_members(
+        &self,
+        actor: UserId,
+        id: ConversationId,
+        users: &[UserId],
+        now_ms: u64,
+    ) -> Result<()>;
+    /// Remove a member, or leave when `actor == user` (rules: may_remove, may_leave).
+    async fn remove_member(
+        &self,
+        actor: UserId,
+        id: ConversationId,
+        user: UserId,
+        now_ms: u64,
+    ) -> Result<()>;
+    /// Change a role; `Owner` hands ownership over (rule: may_set_role).
+    async fn set_role(
+        &self,
+        actor: UserId,
+        id: ConversationId,
+        user: UserId,
+        role: Role,
+        now_ms: u64,
+    ) -> Result<()>;
+    /// Rename a group (rule: may_set_title).
+    async fn set_title(
+        &self,
+        actor: UserId,
+        id: ConversationId,
+        title: &str,
+        now_ms: u64,
+    ) -> Result<()>;
+    /// A user's membership (current or past) in a conversation.
+    async fn membership(&self, id: ConversationId, user: UserId) -> Result<Option<Membership>>;
+    /// A conversation as `viewer` sees it, with last message and unread count.
+    async fn conversation(&self, id: ConversationId, viewer: UserId) -> Result<Conversation>;
+    /// The conversations a user is an active member of, newest activity first.
+    async fn list_conversations(&self, viewer: UserId) -> Result<Vec<Conversation>>;
+    /// Ids of the conversations a user is an active member of.
+    async fn conversation_ids_of(&self, user: UserId) -> Result<Vec<ConversationId>>;
+    /// Whether two users are active members of one conversation together.
+    async fn share_conversation(&self, a: UserId, b: UserId) -> Result<bool>;
+}
+
+/// Messages, markers and the change stream.
+#[async_trait]
+pub trait MessageStore: Send + Sync {
+    /// Append a message: dedupe by (sender, client_msg_id), check membership, assign the next
+    /// `seq` and `pos`, commit durably, and move the sender's markers to it.
+    async fn append(&self, message: NewMessage) -> Result<Ack>;
+    /// Messages with `seq` in `(after, before)` up to `max_seq`, ascending; the newest `limit`
+    /// when only `before` is given, the oldest `limit` otherwise.
+    async fn history(
+        &self,
+        id: ConversationId,
+        before: Option<Seq>,
+        after: Option<Seq>,
+        max_seq: Option<Seq>,
+        limit: u32,
+    ) -> Result<HistoryPage>;
+    /// Move a member's markers forward (never back, never past the last `seq`).
+    async fn mark(
+        &self,
+        user: UserId,
+        id: ConversationId,
+        delivered: Option<Seq>,
+        read: Option<Seq>,
+    ) -> Result<Receipt>;
+    /// A position such that every change at or below it is committed and visible to readers.
+    async fn head(&self) -> Result<Pos>;
+    /// The conversations (current or past) of `user` with a visible change in `(cursor, head]`.
+    async fn changed_since(
+        &self,
+        user: UserId,
+        cursor: Pos,
+        head: Pos,
+    ) -> Result<Vec<ChangedConversation>>;
+    /// Messages of a conversation with `pos` in `(after, up_to]` and `seq <= max_seq`, by `pos`.
+    async fn messages_in_pos_range(
+        &self,
+        id: ConversationId,
+        after: Pos,
+        up_to: Pos,
+        max_seq: Option<Seq>,
+        limit: u32,
+    ) -> Result<Vec<Message>>;
+}
+
+/// A whole storage engine: SQLite embedded, PostgreSQL in a cluster.
+pub trait Store: AccountStore + ConversationStore + MessageStore {
+    /// Install the listener that receives every commit's events; called once, at start.
+    fn set_commit_listener(&self, listener: CommitListener);
+}

@@ -1,0 +1,154 @@
+//! Planning one sync page: which changes a user gets, and the cursor that follows them.
+//!
+//! Every change has a position in one store-wide stream. A page holds the changes of the user's
+//! conversations with positions in `(cursor, new_cursor]`, smallest first: messages one by one, and
+//! each conversation's current state once, at the position of its newest state change. A state
+//! item stands for every earlier state change of that conversation, so markers and membership
+//! cost nothing per recipient.
+
+use natter_proto::{ConversationId, Message, Pos};
+
+use crate::store::ChangedConversation;
+
+/// What one sync page will contain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncPlan {
+    pub cursor: Pos,
+    pub more: bool,
+    pub messages: Vec<Message>,
+    /// Conversations whose current state goes into the page (every conversation touched by it).
+    pub conversation_ids: Vec<ConversationId>,
+}
+
+/// Choose the `limit` earliest changes after `cursor` among `changed` (whose messages after the
+/// cursor, up to `head`, ascending and at most `limit + 1` each, are in `messages`).
+///
+/// A page never splits the items of one position, and its cursor is `head` when it took
+/// everything: nothing at or below `head` can appear later (the store guarantees it).
+pub fn plan_sync_page(
+    cursor: Pos,
+    head: Pos,
+    changed: &[ChangedConversation],
+    messages: Vec<Vec<Message>>,
+    limit: usize,
+) -> SyncPlan {
+    let limit = limit.max(1);
+    // (pos, conversation, message): `None` is the conversation's state item.
+    let mut items: Vec<(Pos, ConversationId, Option<Message>)> = Vec::new();
+    for (conversation, conversation_messages) in changed.iter().zip(messages) {
+        let state_pos = conversation.state_pos.min(head);
+        if state_pos > cursor {
+            items.push((state_pos, conversation.id, None));
+        }
+        items.extend(
+            conversation_messages
+                .into_iter()
+                .filter(|m| m.pos > cursor && m.pos <= head)
+                .map(|m| (m.pos, conversation.id, Some(m))),
+        );
+    }
+    items.sort_by_key(|(pos, _, message)| (*pos, message.is_some()));
+
+    let (new_cursor, more) = if items.len() > limit {
+        let cutoff = items[limit - 1].0;
+        items.retain(|(pos, _, _)| *pos <= cutoff);
+        (cutoff, true)
+    } else {
+        (head.max(cursor), false)
+    };
+
+    let mut conversation_ids: Vec<ConversationId> = Vec::new();
+    let mut page_messages = Vec::new();
+    for (_, conversation_id, message) in items {
+        if !conversation_ids.contains(&conversation_id) {
+            conversation_ids.push(conversation_id);
+        }
+        if let Some(message) = message {
+            page_messages.push(message);
+        }
+    }
+    SyncPlan {
+        cursor: new_cursor,
+        more,
+        messages: page_messages,
+        conversation_ids,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use natter_proto::Content;
+
+    fn message(conversation_id: ConversationId, seq: u64, pos: Pos) -> Message {
+        Message {
+            conversation_id,
+            seq,
+            pos,
+            sender_id: 1,
+            client_msg_id: Some(format!("{conversation_id}-{seq}")),
+            content: Content::Text { text: "x".into() },
+            reply_to: None,
+            sent_at_ms: 0,
+        }
+    }
+
+    fn changed(id: ConversationId, message_pos: Pos, state_pos: Pos) -> ChangedConversation {
+        ChangedConversation {
+            id,
+            message_pos,
+            state_pos,
+            left_seq: None,
+        }
+    }
+
+    #[test]
+    fn everything_fits_and_the_cursor_moves_to_head() {
+        let plan = plan_sync_page(
+            10,
+            20,
+            &[changed(1, 12, 5), changed(2, 15, 15)],
+            vec![vec![message(1, 3, 12)], vec![message(2, 1, 15)]],
+            100,
+        );
+        assert_eq!(plan.cursor, 20);
+        assert!(!plan.more);
+        assert_eq!(plan.messages.len(), 2);
+        assert_eq!(plan.conversation_ids, vec![1, 2]);
+    }
+
+    #[test]
+    fn a_full_page_stops_at_the_last_position_it_holds() {
+        let messages = vec![
+            vec![message(1, 1, 11), message(1, 2, 13), message(1, 3, 15)],
+            vec![message(2, 1, 12), message(2, 2, 14)],
+        ];
+        let plan = plan_sync_page(10, 30, &[changed(1, 15, 0), changed(2, 14, 0)], messages, 3);
+        assert!(plan.more);
+        assert_eq!(plan.cursor, 13);
+        let positions: Vec<Pos> = plan.messages.iter().map(|m| m.pos).collect();
+        assert_eq!(positions, vec![11, 12, 13]);
+    }
+
+    #[test]
+    fn items_of_one_position_are_never_split() {
+        // A membership change writes a system message and a state change at the same position.
+        let plan = plan_sync_page(0, 9, &[changed(1, 5, 5)], vec![vec![message(1, 1, 5)]], 1);
+        assert_eq!(plan.cursor, 5);
+        assert_eq!(plan.messages.len(), 1);
+        assert_eq!(plan.conversation_ids, vec![1]);
+    }
+
+    #[test]
+    fn changes_above_head_wait_for_a_later_sync() {
+        let plan = plan_sync_page(0, 5, &[changed(1, 7, 0)], vec![vec![message(1, 1, 7)]], 10);
+        assert!(plan.messages.is_empty());
+        assert_eq!(plan.cursor, 5);
+    }
+
+    #[test]
+    fn the_cursor_never_moves_back() {
+        let plan = plan_sync_page(50, 40, &[], vec![], 10);
+        assert_eq!(plan.cursor, 50);
+    }
+}

@@ -1,0 +1,488 @@
+//! `GET /v1/ws`: authenticate, admit under the connection limits, then run one connection:
+//! commands in, replies and queued events out, heartbeats, and a clean close with a reason.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use futures_util::SinkExt;
+use natter_core::{Error, Session};
+use natter_proto::{
+    ClientFrame, Command, Empty, ErrorBody, ErrorCode, Hello, PROTOCOL_VERSION, SUBPROTOCOL_JSON,
+    close_code, encode_error, encode_result,
+};
+use serde::Deserialize;
+
+use super::AppState;
+use super::error::{ApiError, ApiQuery};
+use crate::sessions::hub::Attached;
+use crate::sessions::{CloseReason, SessionQueue};
+
+/// Per-connection read buffer: small, because an idle connection should cost a few KiB.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Writes are flushed once this much is buffered (and after every batch).
+const WRITE_BUFFER_BYTES: usize = 8 * 1024;
+
+#[derive(Deserialize)]
+pub struct WsQuery {
+    token: Option<String>,
+}
+
+/// The token from `Authorization: Bearer …`, else from `?token=`.
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+/// Releases an admitted connection's place when it ends, however it ends.
+struct Admission(Arc<AppState>);
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.0.connections_admitted.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+pub async fn upgrade(
+    State(app): State<Arc<AppState>>,
+    ApiQuery(query): ApiQuery<WsQuery>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if app.shutting_down.load(Ordering::Relaxed) {
+        return ApiError(Error::new(
+            ErrorCode::ShuttingDown,
+            "the server is shutting down",
+        ))
+        .into_response();
+    }
+    let token = bearer_token(&headers)
+        .map(str::to_string)
+        .or(query.token)
+        .unwrap_or_default();
+    let session = match app.core.authenticate(&token).await {
+        Ok(session) => session,
+        Err(e) => return ApiError(e).into_response(),
+    };
+    let admitted = app.connections_admitted.fetch_add(1, Ordering::AcqRel) + 1;
+    let admission = Admission(app.clone());
+    if admitted > app.connections_max {
+        app.metrics.connections_refused.inc();
+        return ApiError(Error::new(
+            ErrorCode::ServerFull,
+            "this server holds as many connections as it can; try another node or later",
+        ))
+        .into_response();
+    }
+    if app.hub.sessions_of(session.user.id) >= app.config.limits.connections_per_user_max {
+        return ApiError(Error::new(
+            ErrorCode::TooManyConnections,
+            format!(
+                "at most {} connections per user",
+                app.config.limits.connections_per_user_max
+            ),
+        ))
+        .into_response();
+    }
+    let frame_bytes_max = app.config.limits.frame_bytes_max;
+    ws.protocols([SUBPROTOCOL_JSON])
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        // Frames up to 4× the limit are read and answered with `frame_too_large`; beyond that the
+        // connection is closed with 1009 rather than buffering without end.
+        .max_message_size(frame_bytes_max * 4)
+        .max_frame_size(frame_bytes_max * 4)
+        .on_upgrade(move |socket| async move {
+            let _admission = admission;
+            Connection::run(app, session, socket).await;
+        })
+}
+
+/// What the connection does after sending a reply.
+enum After {
+    Continue,
+    Close(CloseReason),
+}
+
+/// One WebSocket connection's state. Kept small: it lives as long as the connection.
+struct Connection {
+    app: Arc<AppState>,
+    session: Session,
+    socket: WebSocket,
+    queue: Arc<SessionQueue>,
+}
+
+impl Connection {
+    async fn run(app: Arc<AppState>, session: Session, socket: WebSocket) {
+        let queue = Arc::new(SessionQueue::new(
+            session.user.id,
+            session.device_id,
+            app.config.limits.outbound_queue_frames_max,
+        ));
+        let mut connection = Connection {
+            app,
+            session,
+            socket,
+            queue,
+        };
+        if connection.subscribe().await {
+            let reason = connection.serve().await;
+            connection.close(reason).await;
+        }
+        connection.app.hub.detach(&connection.queue);
+    }
+
+    /// Attach to the hub and wait until this user's conversations are subscribed, so that nothing
+    /// committed after the hello can miss this connection.
+    async fn subscribe(&mut self) -> bool {
+        let app = self.app.clone();
+        let user = self.session.user.id;
+        match app.hub.attach(self.queue.clone()) {
+            Attached::Ready => true,
+            Attached::Load => match app.core.store().conversation_ids_of(user).await {
+                Ok(ids) => {
+                    app.hub.finish_loading(user, ids);
+                    true
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, user, "loading conversations");
+                    app.hub.abort_loading(user);
+                    false
+                }
+            },
+            Attached::Wait(mut done) => done.wait_for(|loaded| *loaded).await.is_ok(),
+        }
+    }
+
+    /// The connection's loop; returns why it ends (`None`: the client went away).
+    async fn serve(&mut self) -> Option<CloseReason> {
+        let limits = &self.app.config.limits;
+        let heartbeat_interval = Duration::from_millis(limits.heartbeat_interval_ms);
+        let idle_timeout = Duration::from_millis(limits.idle_timeout_ms);
+        let hello = Hello {
+            protocol: PROTOCOL_VERSION,
+            server_version: env!("CARGO_PKG_VERSION").to_string(),
+            user: self.session.user.clone(),
+            device_id: self.session.device_id,
+            limits: natter_proto::Limits {
+                frame_bytes_max: limits.frame_bytes_max,
+                message_bytes_max: limits.message_bytes_max,
+                sends_per_second: limits.sends_per_second,
+                history_page_max: limits.history_page_max,
+                sync_page_max: limits.sync_page_max,
+                heartbeat_interval_ms: limits.heartbeat_interval_ms,
+                idle_timeout_ms: limits.idle_timeout_ms,
+                typing_ttl_ms: limits.typing_ttl_ms,
+            },
+        };
+        let hello = natter_proto::ServerFrame::Hello(hello).encode_json();
+        if !self.write(vec![Utf8Bytes::from(hello)]).await {
+            return None;
+        }
+        let touch = (self.app.clone(), self.session.clone());
+        tokio::spawn(async move {
+            let (app, session) = touch;
+            if let Err(e) = app.core.touch(&session).await {
+                tracing::warn!(error = %e, "touching device");
+            }
+        });
+
+        let mut heartbeat = tokio::time::interval(heartbeat_interval);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_heard = Instant::now();
+        let mut outgoing = Vec::new();
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.queue.ready() => {
+                    if let Some(reason) = self.queue.drain(&mut outgoing) {
+                        return Some(reason);
+                    }
+                    if !self.write(std::mem::take(&mut outgoing)).await {
+                        return None;
+                    }
+                }
+                received = self.socket.recv() => {
+                    last_heard = Instant::now();
+                    let frame = match received {
+                        Some(Ok(frame)) => frame,
+                        Some(Err(e)) => {
+                            tracing::debug!(error = %e, "websocket read");
+                            if is_capacity_error(&e) {
+                                self.close_with(close_code::FRAME_TOO_LARGE, "frame too large").await;
+                            }
+                            return None;
+                        }
+                        None => return None,
+                    };
+                    match frame {
+                        WsMessage::Text(text) => {
+                            self.app.metrics.frames_in.inc();
+                            let (reply, after) = Box::pin(self.handle(text.as_str())).await;
+                            if !self.write(vec![Utf8Bytes::from(reply)]).await {
+                                return None;
+                            }
+                            if let After::Close(reason) = after {
+                                return Some(reason);
+                            }
+                        }
+                        WsMessage::Binary(_) => {
+                            self.app.metrics.frames_in.inc();
+                            let reply = encode_error(None, &ErrorBody {
+                                code: ErrorCode::MalformedFrame,
+                                message: "binary frames are not part of the JSON protocol".into(),
+                                retry_after_ms: None,
+                            });
+                            if !self.write(vec![Utf8Bytes::from(reply)]).await {
+                                return None;
+                            }
+                        }
+                        WsMessage::Close(_) => return None,
+                        WsMessage::Ping(_) | WsMessage::Pong(_) => {}
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    if last_heard.elapsed() > idle_timeout {
+                        self.close_with(close_code::IDLE_TIMEOUT, "idle timeout").await;
+                        return None;
+                    }
+                    if !self.send_timed(WsMessage::Ping(Default::default())).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decode and execute one command; always yields exactly one reply frame.
+    async fn handle(&mut self, text: &str) -> (String, After) {
+        let limits = &self.app.config.limits;
+        if text.len() > limits.frame_bytes_max {
+            let error = Error::new(
+                ErrorCode::FrameTooLarge,
+                format!("a frame is at most {} bytes", limits.frame_bytes_max),
+            );
+            return (encode_error(None, &error.body()), After::Continue);
+        }
+        let frame = match ClientFrame::decode_json(text) {
+            Ok(frame) => frame,
+            Err(e) => {
+                let body = ErrorBody {
+                    code: e.code,
+                    message: e.message,
+                    retry_after_ms: None,
+                };
+                return (encode_error(e.id, &body), After::Continue);
+            }
+        };
+        let id = frame.id;
+        match execute(&self.app, &self.session, frame.command).await {
+            Ok(Reply { encode, after }) => (encode(id), after),
+            Err(e) => {
+                if e.code == ErrorCode::Internal {
+                    tracing::error!(error = %e, "command failed");
+                }
+                (encode_error(Some(id), &e.body()), After::Continue)
+            }
+        }
+    }
+
+    async fn send_timed(&mut self, message: WsMessage) -> bool {
+        let timeout = Duration::from_millis(self.app.config.limits.write_timeout_ms);
+        matches!(
+            tokio::time::timeout(timeout, self.socket.send(message)).await,
+            Ok(Ok(()))
+        )
+    }
+
+    /// Write frames as one batch; false when the client is gone or too slow to take them.
+    async fn write(&mut self, frames: Vec<Utf8Bytes>) -> bool {
+        if frames.is_empty() {
+            return true;
+        }
+        let count = frames.len() as u64;
+        let timeout = Duration::from_millis(self.app.config.limits.write_timeout_ms);
+        let socket = &mut self.socket;
+        let written = tokio::time::timeout(timeout, async move {
+            for frame in frames {
+                socket.feed(WsMessage::Text(frame)).await?;
+            }
+            socket.flush().await
+        })
+        .await;
+        self.app.metrics.frames_out.inc_by(count);
+        matches!(written, Ok(Ok(())))
+    }
+
+    async fn close_with(&mut self, code: u16, reason: &'static str) {
+        let _ = self
+            .send_timed(WsMessage::Close(Some(CloseFrame {
+                code,
+                reason: Utf8Bytes::from_static(reason),
+            })))
+            .await;
+    }
+
+    /// Say why the server closes, so that the client knows whether and how to come back.
+    async fn close(&mut self, reason: Option<CloseReason>) {
+        match reason {
+            None => {}
+            Some(CloseReason::Shutdown) => {
+                let frame = natter_proto::ServerFrame::Reconnect {
+                    reason: "the server is restarting".into(),
+                }
+                .encode_json();
+                let _ = self.write(vec![Utf8Bytes::from(frame)]).await;
+                self.close_with(close_code::SERVICE_RESTART, "server restart")
+                    .await;
+            }
+            Some(CloseReason::SlowConsumer) => {
+                self.close_with(
+                    close_code::SLOW_CONSUMER,
+                    "slow consumer: reconnect and sync",
+                )
+                .await;
+            }
+            Some(CloseReason::Revoked) => {
+                self.close_with(close_code::REVOKED, "logged out").await;
+            }
+        }
+    }
+}
+
+fn is_capacity_error(e: &axum::Error) -> bool {
+    let text = e.to_string();
+    text.contains("Space limit exceeded") || text.contains("too long") || text.contains("Capacity")
+}
+
+/// A command's successful result, encoded once as its reply frame.
+struct Reply {
+    encode: Box<dyn FnOnce(u64) -> String + Send>,
+    after: After,
+}
+
+impl Reply {
+    fn of<T: serde::Serialize + Send + 'static>(data: T) -> Reply {
+        Reply {
+            encode: Box::new(move |id| encode_result(id, &data)),
+            after: After::Continue,
+        }
+    }
+}
+
+/// Execute one WebSocket command through the same `Core` methods as the REST API.
+async fn execute(app: &AppState, session: &Session, command: Command) -> Result<Reply, Error> {
+    let core = &app.core;
+    Ok(match command {
+        Command::Ping {} => Reply::of(Empty {}),
+        Command::Send {
+            conversation_id,
+            client_msg_id,
+            content,
+            reply_to,
+        } => {
+            app.limiters.send(session.user.id)?;
+            let started = Instant::now();
+            let ack = core
+                .send(session, conversation_id, client_msg_id, content, reply_to)
+                .await?;
+            app.metrics
+                .send_ack_seconds
+                .observe(started.elapsed().as_secs_f64());
+            Reply::of(ack)
+        }
+        Command::History {
+            conversation_id,
+            before,
+            after,
+            limit,
+        } => Reply::of(
+            core.history(session, conversation_id, before, after, limit)
+                .await?,
+        ),
+        Command::Sync { cursor, limit } => Reply::of(core.sync(session, cursor, limit).await?),
+        Command::Mark {
+            conversation_id,
+            delivered,
+            read,
+        } => {
+            app.limiters.send(session.user.id)?;
+            Reply::of(core.mark(session, conversation_id, delivered, read).await?)
+        }
+        Command::Typing {
+            conversation_id,
+            active,
+        } => {
+            app.limiters.typing(session.user.id)?;
+            core.typing(session, conversation_id, active).await?;
+            Reply::of(Empty {})
+        }
+        Command::Conversations {} => Reply::of(core.conversations(session).await?),
+        Command::Conversation { conversation_id } => {
+            Reply::of(core.conversation(session, conversation_id).await?)
+        }
+        Command::CreateDirect { user_id } => Reply::of(core.create_direct(session, user_id).await?),
+        Command::CreateGroup { title, member_ids } => {
+            Reply::of(core.create_group(session, &title, &member_ids).await?)
+        }
+        Command::AddMembers {
+            conversation_id,
+            user_ids,
+        } => Reply::of(
+            core.add_members(session, conversation_id, &user_ids)
+                .await?,
+        ),
+        Command::RemoveMember {
+            conversation_id,
+            user_id,
+        } => Reply::of(
+            core.remove_member(session, conversation_id, user_id)
+                .await?,
+        ),
+        Command::Leave { conversation_id } => {
+            core.leave(session, conversation_id).await?;
+            Reply::of(Empty {})
+        }
+        Command::SetRole {
+            conversation_id,
+            user_id,
+            role,
+        } => Reply::of(
+            core.set_role(session, conversation_id, user_id, role)
+                .await?,
+        ),
+        Command::SetTitle {
+            conversation_id,
+            title,
+        } => Reply::of(core.set_title(session, conversation_id, &title).await?),
+        Command::LookupUser { username } => Reply::of(core.lookup_user(session, &username).await?),
+        Command::Presence { user_ids } => Reply::of(core.presence(session, &user_ids).await?),
+        Command::Devices {} => Reply::of(core.devices(session).await?),
+        Command::RevokeDevice { device_id } => {
+            core.revoke_device(session, device_id).await?;
+            app.hub.close_device(device_id, CloseReason::Revoked);
+            Reply::of(Empty {})
+        }
+        Command::Logout {} => {
+            core.logout(session).await?;
+            Reply {
+                after: After::Close(CloseReason::Revoked),
+                ..Reply::of(Empty {})
+            }
+        }
+    })
+}
+
+/// The peer address, for per-IP limits; absent when the server runs without connect info.
+pub fn peer_ip(info: Option<ConnectInfo<SocketAddr>>) -> std::net::IpAddr {
+    info.map(|ConnectInfo(addr)| addr.ip())
+        .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]))
+}

@@ -1,0 +1,142 @@
+//! One node: open the store, attach the broker and the hub, serve until a signal, stop cleanly.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use natter_broker::InProcessBroker;
+use natter_core::{Broker, Core, CoreConfig, Store};
+use natter_store::{Durability, SqliteConfig, SqliteStore};
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::gateway::{self, AppState, limits::Limiters};
+use crate::metrics::Metrics;
+use crate::sessions::{CloseReason, Hub};
+
+/// The database file inside the data directory.
+pub const DATABASE_FILE: &str = "natter.db";
+
+/// Open the embedded store of a data directory.
+pub fn open_store(config: &Config) -> Result<SqliteStore, String> {
+    let mut sqlite = SqliteConfig::new(config.data_dir.join(DATABASE_FILE));
+    sqlite.durability = Durability::parse(&config.durability).unwrap_or_default();
+    sqlite.commit_group_max = config.limits.commit_group_max;
+    SqliteStore::open(sqlite).map_err(|e| e.to_string())
+}
+
+fn core_config(config: &Config) -> CoreConfig {
+    CoreConfig {
+        message_bytes_max: config.limits.message_bytes_max,
+        history_page_max: config.limits.history_page_max,
+        sync_page_max: config.limits.sync_page_max,
+        group_members_max: config.limits.group_members_max,
+        ..CoreConfig::default()
+    }
+}
+
+/// Build the node's parts around a store.
+pub fn assemble(config: Config, store: Arc<dyn Store>) -> Arc<AppState> {
+    let metrics = Arc::new(Metrics::new());
+    let broker: Arc<dyn Broker> = Arc::new(InProcessBroker::new());
+    let core = Core::new(
+        store,
+        broker.clone(),
+        core_config(&config),
+        Some(metrics.clone()),
+    );
+    let hub = Arc::new(Hub::new(
+        broker.clone(),
+        metrics.clone(),
+        config.limits.typing_ttl_ms,
+    ));
+    broker.attach(hub.clone());
+    core.set_presence_source(hub.clone());
+    Arc::new(AppState {
+        core,
+        hub,
+        metrics,
+        limiters: Limiters::new(&config.limits),
+        connections_max: config.connections_max(),
+        connections_admitted: AtomicUsize::new(0),
+        shutting_down: AtomicBool::new(false),
+        config,
+    })
+}
+
+/// Run `natter serve` until SIGINT or SIGTERM.
+pub async fn serve(config: Config) -> Result<(), String> {
+    config.validate()?;
+    let store = open_store(&config)?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let address = listener
+        .local_addr()
+        .map_err(|e| format!("listener address: {e}"))?;
+    let app = assemble(config, Arc::new(store));
+
+    let janitor = app.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            janitor.limiters.forget_idle();
+        }
+    });
+
+    // The URL goes to stdout: scripts and tests read it to find an ephemeral port.
+    println!("natter listening on http://{address} (web app at http://{address}/)");
+    tracing::info!(%address, connections_max = app.connections_max, "serving");
+
+    let router = gateway::router(app.clone());
+    let shutdown_app = app.clone();
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        begin_shutdown(&shutdown_app).await;
+    })
+    .await
+    .map_err(|e| format!("server: {e}"))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Stop taking connections, ask every client to reconnect elsewhere, and wait (bounded) for the
+/// connections to finish what they accepted.
+async fn begin_shutdown(app: &Arc<AppState>) {
+    tracing::info!("shutting down");
+    app.shutting_down.store(true, Ordering::Relaxed);
+    app.hub.close_all(CloseReason::Shutdown);
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(app.config.limits.shutdown_grace_ms);
+    while app.hub.sessions_open() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

@@ -1,0 +1,609 @@
+//! The hub: which users are connected here, which conversations they are in, and the routing of
+//! every event to the sessions that may see it (D7), encoded once per event.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use axum::extract::ws::Utf8Bytes;
+use natter_core::{Broker, Event, EventSink, PresenceSource, now_ms};
+use natter_proto::{
+    Conversation, ConversationId, DeviceId, Message, Pos, Presence, Receipt, UserId,
+};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use super::queue::{CloseReason, SessionQueue};
+use crate::metrics::Metrics;
+
+/// A server event as it goes on the wire; borrowing, so that encoding copies nothing first.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Outgoing<'a> {
+    Message {
+        cursor: Pos,
+        message: &'a Message,
+    },
+    Receipt {
+        cursor: Pos,
+        receipt: &'a Receipt,
+    },
+    Conversation {
+        cursor: Pos,
+        conversation: &'a Conversation,
+    },
+    Typing {
+        conversation_id: ConversationId,
+        user_id: UserId,
+        active: bool,
+        ttl_ms: u64,
+    },
+    Presence(&'a Presence),
+}
+
+/// Encode an event once, as the JSON frame every recipient gets.
+pub fn encode_event(event: &Event, typing_ttl_ms: u64) -> Utf8Bytes {
+    let outgoing = match event {
+        Event::Message(message) => Outgoing::Message {
+            cursor: message.pos,
+            message,
+        },
+        Event::Receipt(receipt) => Outgoing::Receipt {
+            cursor: receipt.pos,
+            receipt,
+        },
+        Event::ConversationChanged { conversation, .. } => Outgoing::Conversation {
+            cursor: conversation.last_pos,
+            conversation,
+        },
+        Event::Typing {
+            conversation_id,
+            user_id,
+            active,
+        } => Outgoing::Typing {
+            conversation_id: *conversation_id,
+            user_id: *user_id,
+            active: *active,
+            ttl_ms: typing_ttl_ms,
+        },
+        Event::Presence { presence, .. } => Outgoing::Presence(presence),
+    };
+    Utf8Bytes::from(serde_json::to_string(&outgoing).unwrap_or_default())
+}
+
+struct OnlineUser {
+    sessions: Vec<Arc<SessionQueue>>,
+    conversations: Vec<ConversationId>,
+    /// Set between the first session's arrival and the load of the user's conversations.
+    loading: Option<Loading>,
+}
+
+struct Loading {
+    /// Membership changes seen meanwhile, so that the (older) load cannot undo them.
+    changes: Vec<(ConversationId, bool)>,
+    /// Tells sessions that arrived meanwhile that the subscriptions are in place.
+    done: watch::Sender<bool>,
+}
+
+/// What a new session must do before it may say hello.
+pub enum Attached {
+    /// Load the user's conversations and call [`Hub::finish_loading`].
+    Load,
+    /// Another session of the user is loading; wait for it.
+    Wait(watch::Receiver<bool>),
+    /// Subscriptions are in place.
+    Ready,
+}
+
+#[derive(Default)]
+struct State {
+    users: HashMap<UserId, OnlineUser>,
+    /// The connected members of each conversation that has any.
+    conversations: HashMap<ConversationId, Vec<UserId>>,
+    last_seen_ms: HashMap<UserId, u64>,
+    sessions_open: usize,
+}
+
+impl State {
+    fn subscribe(&mut self, user: UserId, id: ConversationId) -> bool {
+        let members = self.conversations.entry(id).or_default();
+        let first = members.is_empty();
+        if !members.contains(&user) {
+            members.push(user);
+        }
+        first
+    }
+
+    /// Returns true when nobody here is left in the conversation.
+    fn unsubscribe(&mut self, user: UserId, id: ConversationId) -> bool {
+        let Some(members) = self.conversations.get_mut(&id) else {
+            return false;
+        };
+        members.retain(|u| *u != user);
+        if members.is_empty() {
+            self.conversations.remove(&id);
+            return true;
+        }
+        false
+    }
+
+    fn queues_of(&self, users: &[UserId], skip: Option<UserId>, out: &mut Vec<Arc<SessionQueue>>) {
+        for user in users {
+            if Some(*user) == skip {
+                continue;
+            }
+            if let Some(online) = self.users.get(user) {
+                out.extend(online.sessions.iter().cloned());
+            }
+        }
+    }
+}
+
+/// The sessions of this node and the routing of events to them.
+pub struct Hub {
+    state: RwLock<State>,
+    broker: Arc<dyn Broker>,
+    metrics: Arc<Metrics>,
+    typing_ttl_ms: u64,
+}
+
+impl Hub {
+    pub fn new(broker: Arc<dyn Broker>, metrics: Arc<Metrics>, typing_ttl_ms: u64) -> Hub {
+        Hub {
+            state: RwLock::new(State::default()),
+            broker,
+            metrics,
+            typing_ttl_ms,
+        }
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        // A panic while holding the lock leaves maps that are still consistent enough to route.
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Open WebSocket sessions on this node.
+    pub fn sessions_open(&self) -> usize {
+        self.read().sessions_open
+    }
+
+    /// Open sessions of one user on this node.
+    pub fn sessions_of(&self, user: UserId) -> usize {
+        self.read().users.get(&user).map_or(0, |u| u.sessions.len())
+    }
+
+    /// Register a session; see [`Attached`] for what the caller must do next.
+    pub fn attach(&self, queue: Arc<SessionQueue>) -> Attached {
+        let mut state = self.write();
+        state.sessions_open += 1;
+        self.metrics
+            .connections_open
+            .set(state.sessions_open as i64);
+        match state.users.get_mut(&queue.user_id) {
+            Some(online) => {
+                online.sessions.push(queue);
+                match &online.loading {
+                    Some(loading) => Attached::Wait(loading.done.subscribe()),
+                    None => Attached::Ready,
+                }
+            }
+            None => {
+                state.users.insert(
+                    queue.user_id,
+                    OnlineUser {
+                        sessions: vec![queue],
+                        conversations: Vec::new(),
+                        loading: Some(Loading {
+                            changes: Vec::new(),
+                            done: watch::channel(false).0,
+                        }),
+                    },
+                );
+                Attached::Load
+            }
+        }
+    }
+
+    /// The load of a user's conversations failed: close their sessions (they will retry).
+    pub fn abort_loading(&self, user: UserId) {
+        let mut state = self.write();
+        if let Some(online) = state.users.get_mut(&user) {
+            // Dropping the sender wakes the waiting sessions with an error.
+            online.loading = None;
+            for session in &online.sessions {
+                session.close(CloseReason::Shutdown);
+            }
+        }
+    }
+
+    /// Subscribe a newly connected user to their conversations and announce them online.
+    pub fn finish_loading(&self, user: UserId, mut loaded: Vec<ConversationId>) {
+        let mut first_subscriptions = Vec::new();
+        let conversation_ids;
+        {
+            let mut state = self.write();
+            let Some(online) = state.users.get_mut(&user) else {
+                return;
+            };
+            let Some(loading) = online.loading.take() else {
+                return;
+            };
+            for (id, added) in loading.changes {
+                if added {
+                    if !loaded.contains(&id) {
+                        loaded.push(id);
+                    }
+                } else {
+                    loaded.retain(|c| *c != id);
+                }
+            }
+            online.conversations = loaded.clone();
+            for id in &loaded {
+                if state.subscribe(user, *id) {
+                    first_subscriptions.push(*id);
+                }
+            }
+            conversation_ids = loaded;
+            let _ = loading.done.send(true);
+        }
+        for id in first_subscriptions {
+            self.broker.subscribe(id);
+        }
+        self.broker.publish(Arc::new(Event::Presence {
+            presence: Presence {
+                user_id: user,
+                online: true,
+                last_seen_at_ms: None,
+            },
+            conversation_ids,
+        }));
+    }
+
+    /// Remove a session; the user's last one unsubscribes them and announces them offline.
+    pub fn detach(&self, queue: &Arc<SessionQueue>) {
+        let user = queue.user_id;
+        let mut emptied = Vec::new();
+        let mut gone: Option<Vec<ConversationId>> = None;
+        let now = now_ms();
+        {
+            let mut state = self.write();
+            state.sessions_open = state.sessions_open.saturating_sub(1);
+            self.metrics
+                .connections_open
+                .set(state.sessions_open as i64);
+            let Some(online) = state.users.get_mut(&user) else {
+                return;
+            };
+            online.sessions.retain(|s| !Arc::ptr_eq(s, queue));
+            if online.sessions.is_empty() {
+                let conversations = state
+                    .users
+                    .remove(&user)
+                    .map(|u| u.conversations)
+                    .unwrap_or_default();
+                for id in &conversations {
+                    if state.unsubscribe(user, *id) {
+                        emptied.push(*id);
+                    }
+                }
+                state.last_seen_ms.insert(user, now);
+                gone = Some(conversations);
+            }
+        }
+        for id in emptied {
+            self.broker.unsubscribe(id);
+        }
+        if let Some(conversation_ids) = gone {
+            self.broker.publish(Arc::new(Event::Presence {
+                presence: Presence {
+                    user_id: user,
+                    online: false,
+                    last_seen_at_ms: Some(now),
+                },
+                conversation_ids,
+            }));
+        }
+    }
+
+    /// Close every session of a device (it was logged out).
+    pub fn close_device(&self, device: DeviceId, reason: CloseReason) {
+        let state = self.read();
+        for online in state.users.values() {
+            for session in online.sessions.iter().filter(|s| s.device_id == device) {
+                session.close(reason);
+            }
+        }
+    }
+
+    /// Close every session (the node is shutting down).
+    pub fn close_all(&self, reason: CloseReason) {
+        let state = self.read();
+        for online in state.users.values() {
+            for session in &online.sessions {
+                session.close(reason);
+            }
+        }
+    }
+
+    /// Apply a membership change to the subscriptions; returns conversations that gained or lost
+    /// their first or last local member.
+    fn apply_membership(
+        &self,
+        id: ConversationId,
+        added: &[UserId],
+        removed: &[UserId],
+    ) -> (Vec<ConversationId>, Vec<ConversationId>) {
+        let (mut subscribe, mut unsubscribe) = (Vec::new(), Vec::new());
+        let mut state = self.write();
+        for user in added {
+            let Some(online) = state.users.get_mut(user) else {
+                continue;
+            };
+            if let Some(loading) = online.loading.as_mut() {
+                loading.changes.push((id, true));
+            }
+            if !online.conversations.contains(&id) {
+                online.conversations.push(id);
+            }
+            if state.subscribe(*user, id) {
+                subscribe.push(id);
+            }
+        }
+        for user in removed {
+            let Some(online) = state.users.get_mut(user) else {
+                continue;
+            };
+            if let Some(loading) = online.loading.as_mut() {
+                loading.changes.push((id, false));
+            }
+            online.conversations.retain(|c| *c != id);
+            if state.unsubscribe(*user, id) {
+                unsubscribe.push(id);
+            }
+        }
+        (subscribe, unsubscribe)
+    }
+
+    fn push(&self, event: &Event, queues: &[Arc<SessionQueue>]) {
+        if queues.is_empty() {
+            return;
+        }
+        let frame = encode_event(event, self.typing_ttl_ms);
+        if event.is_ephemeral() {
+            for queue in queues {
+                queue.push_ephemeral(frame.clone());
+            }
+            return;
+        }
+        for queue in queues {
+            if !queue.push_committed(frame.clone()) {
+                self.metrics.slow_reader_disconnects.inc();
+            }
+        }
+    }
+}
+
+impl EventSink for Hub {
+    fn deliver(&self, event: Arc<Event>) {
+        let mut queues = Vec::new();
+        match &*event {
+            Event::Message(_) | Event::Receipt(_) | Event::Typing { .. } => {
+                let Some(id) = event.conversation_id() else {
+                    return;
+                };
+                let skip = match &*event {
+                    Event::Typing { user_id, .. } => Some(*user_id),
+                    _ => None,
+                };
+                let state = self.read();
+                if let Some(members) = state.conversations.get(&id) {
+                    state.queues_of(members, skip, &mut queues);
+                }
+            }
+            Event::ConversationChanged {
+                conversation,
+                added,
+                removed,
+            } => {
+                // Subscribe the added first so that they get this event and every later one;
+                // tell the removed before they stop hearing.
+                let (subscribe, _) = self.apply_membership(conversation.id, added, &[]);
+                {
+                    // The removed are still subscribed here: they hear of their removal.
+                    let state = self.read();
+                    if let Some(members) = state.conversations.get(&conversation.id) {
+                        state.queues_of(members, None, &mut queues);
+                    }
+                }
+                self.push(&event, &queues);
+                let (_, unsubscribe) = self.apply_membership(conversation.id, &[], removed);
+                for id in subscribe {
+                    self.broker.subscribe(id);
+                }
+                for id in unsubscribe {
+                    self.broker.unsubscribe(id);
+                }
+                return;
+            }
+            Event::Presence {
+                presence,
+                conversation_ids,
+            } => {
+                let state = self.read();
+                let mut users: Vec<UserId> = Vec::new();
+                for id in conversation_ids {
+                    if let Some(members) = state.conversations.get(id) {
+                        users.extend(members.iter().copied().filter(|u| *u != presence.user_id));
+                    }
+                }
+                users.sort_unstable();
+                users.dedup();
+                state.queues_of(&users, None, &mut queues);
+            }
+        }
+        self.push(&event, &queues);
+    }
+}
+
+impl PresenceSource for Hub {
+    fn presence(&self, users: &[UserId]) -> Vec<Presence> {
+        let state = self.read();
+        users
+            .iter()
+            .map(|user| Presence {
+                user_id: *user,
+                online: state.users.contains_key(user),
+                last_seen_at_ms: if state.users.contains_key(user) {
+                    None
+                } else {
+                    state.last_seen_ms.get(user).copied()
+                },
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use natter_broker::InProcessBroker;
+    use natter_proto::{Content, ServerFrame};
+
+    fn hub() -> Arc<Hub> {
+        let broker = Arc::new(InProcessBroker::new());
+        let hub = Arc::new(Hub::new(broker.clone(), Arc::new(Metrics::new()), 5000));
+        broker.attach(hub.clone());
+        hub
+    }
+
+    fn connect(hub: &Hub, user: UserId, conversations: Vec<ConversationId>) -> Arc<SessionQueue> {
+        let queue = Arc::new(SessionQueue::new(user, user * 10, 64));
+        if let Attached::Load = hub.attach(queue.clone()) {
+            hub.finish_loading(user, conversations);
+        }
+        queue
+    }
+
+    fn message(conversation_id: ConversationId, seq: u64) -> Event {
+        Event::Message(Message {
+            conversation_id,
+            seq,
+            pos: seq,
+            sender_id: 1,
+            client_msg_id: Some(seq.to_string()),
+            content: Content::Text { text: "hi".into() },
+            reply_to: None,
+            sent_at_ms: 0,
+        })
+    }
+
+    fn drained(queue: &SessionQueue) -> Vec<ServerFrame> {
+        let mut out = Vec::new();
+        queue.drain(&mut out);
+        out.iter()
+            .map(|f| ServerFrame::decode_json(f.as_str()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn messages_reach_members_only() {
+        let hub = hub();
+        let alice = connect(&hub, 1, vec![7]);
+        let bob = connect(&hub, 2, vec![8]);
+        drained(&alice);
+        drained(&bob);
+        hub.deliver(Arc::new(message(7, 1)));
+        assert!(matches!(
+            drained(&alice)[..],
+            [ServerFrame::Message { cursor: 1, .. }]
+        ));
+        assert!(drained(&bob).is_empty());
+    }
+
+    #[test]
+    fn typing_skips_the_typist_and_presence_reaches_contacts() {
+        let hub = hub();
+        let alice = connect(&hub, 1, vec![7]);
+        let bob = connect(&hub, 2, vec![7]);
+        // Bob's arrival was announced to Alice.
+        assert!(matches!(
+            drained(&alice)[..],
+            [ServerFrame::Presence(Presence {
+                user_id: 2,
+                online: true,
+                ..
+            })]
+        ));
+        drained(&bob);
+        hub.deliver(Arc::new(Event::Typing {
+            conversation_id: 7,
+            user_id: 1,
+            active: true,
+        }));
+        assert!(drained(&alice).is_empty());
+        assert!(matches!(
+            drained(&bob)[..],
+            [ServerFrame::Typing { user_id: 1, .. }]
+        ));
+        hub.detach(&bob);
+        assert!(matches!(
+            drained(&alice)[..],
+            [ServerFrame::Presence(Presence {
+                user_id: 2,
+                online: false,
+                ..
+            })]
+        ));
+        assert!(!hub.presence(&[2])[0].online);
+    }
+
+    #[test]
+    fn added_members_hear_the_change_and_removed_ones_hear_it_last() {
+        let hub = hub();
+        let alice = connect(&hub, 1, vec![]);
+        drained(&alice);
+        let conversation = Conversation {
+            id: 9,
+            kind: natter_proto::ConversationKind::Group,
+            title: Some("t".into()),
+            members: vec![],
+            last_seq: 1,
+            last_pos: 3,
+            created_at_ms: 0,
+            last_activity_at_ms: 0,
+            last_message: None,
+            unread_count: None,
+        };
+        hub.deliver(Arc::new(Event::ConversationChanged {
+            conversation: conversation.clone(),
+            added: vec![1],
+            removed: vec![],
+        }));
+        hub.deliver(Arc::new(message(9, 2)));
+        assert_eq!(drained(&alice).len(), 2);
+        hub.deliver(Arc::new(Event::ConversationChanged {
+            conversation,
+            added: vec![],
+            removed: vec![1],
+        }));
+        hub.deliver(Arc::new(message(9, 3)));
+        let frames = drained(&alice);
+        assert!(matches!(frames[..], [ServerFrame::Conversation { .. }]));
+    }
+
+    #[test]
+    fn a_membership_change_during_loading_is_not_lost() {
+        let hub = hub();
+        let queue = Arc::new(SessionQueue::new(1, 10, 64));
+        assert!(matches!(hub.attach(queue.clone()), Attached::Load));
+        hub.apply_membership(5, &[1], &[]);
+        // The load started before the change and does not know conversation 5.
+        hub.finish_loading(1, vec![4]);
+        drained(&queue);
+        hub.deliver(Arc::new(message(5, 1)));
+        assert_eq!(drained(&queue).len(), 1);
+    }
+}

@@ -1,0 +1,336 @@
+//! The embedded SQLite store: WAL mode, one writer thread that commits in groups, a reader pool.
+//!
+//! Why a thread: SQLite takes one writer at a time, and a transaction per message would cap
+//! throughput at the disk's sync rate. The writer takes every job that is waiting (up to
+//! `commit_group_max`), runs each in a savepoint so that one failure does not undo the others,
+//! commits once, and only then answers: an answer is a durable commit (D1).
+
+mod reads;
+mod traits;
+mod schema;
+mod writes;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::time::Instant;
+
+use natter_core::store::{CommitBatch, CommitListener};
+use natter_core::{Error, Event, Result};
+use natter_proto::Pos;
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{Semaphore, oneshot};
+
+/// How hard a commit holds on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Survives a crash of the process (`kill -9`): WAL with `synchronous = NORMAL`.
+    #[default]
+    Crash,
+    /// Survives a power cut: WAL with `synchronous = FULL`, an fsync per commit group.
+    Power,
+}
+
+impl Durability {
+    pub fn parse(s: &str) -> Option<Durability> {
+        match s {
+            "crash" => Some(Durability::Crash),
+            "power" => Some(Durability::Power),
+            _ => None,
+        }
+    }
+}
+
+/// Settings of the SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteConfig {
+    pub path: PathBuf,
+    pub durability: Durability,
+    /// Most jobs in one commit group.
+    pub commit_group_max: usize,
+    /// Most jobs waiting for the writer; senders wait beyond it.
+    pub write_queue_max: usize,
+    pub readers: usize,
+}
+
+impl SqliteConfig {
+    pub fn new(path: impl Into<PathBuf>) -> SqliteConfig {
+        SqliteConfig {
+            path: path.into(),
+            durability: Durability::Crash,
+            commit_group_max: 512,
+            write_queue_max: 4096,
+            readers: 4,
+        }
+    }
+}
+
+/// What a write job sees: the open transaction and the change stream's next position.
+pub(crate) struct WriteCtx<'a> {
+    pub conn: &'a Connection,
+    next_pos: Pos,
+    events: Vec<Event>,
+    messages: usize,
+}
+
+impl WriteCtx<'_> {
+    /// Take the next position of the change stream.
+    pub fn take_pos(&mut self) -> Pos {
+        self.next_pos += 1;
+        self.next_pos
+    }
+
+    pub fn emit(&mut self, event: Event) {
+        if matches!(event, Event::Message(_)) {
+            self.messages += 1;
+        }
+        self.events.push(event);
+    }
+}
+
+/// A job runs inside the writer's transaction and returns how to answer once the commit is known.
+type Finish = Box<dyn FnOnce(Option<&Error>) + Send>;
+type Job = Box<dyn FnOnce(&mut WriteCtx) -> (bool, Finish) + Send>;
+
+/// The SQLite implementation of `natter_core::Store`.
+pub struct SqliteStore {
+    jobs: mpsc::SyncSender<Job>,
+    readers: Mutex<Vec<Connection>>,
+    reader_permits: Semaphore,
+    head: Arc<AtomicU64>,
+    listener: Arc<OnceLock<CommitListener>>,
+    path: PathBuf,
+}
+
+fn open_connection(path: &Path, durability: Durability) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    let synchronous = match durability {
+        Durability::Crash => "NORMAL",
+        Durability::Power => "FULL",
+    };
+    conn.pragma_update(None, "synchronous", synchronous)?;
+    conn.pragma_update(None, "cache_size", -8000)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+pub(crate) fn db_error(e: rusqlite::Error) -> Error {
+    tracing::error!(error = %e, "sqlite");
+    Error::internal(format!("storage error: {e}"))
+}
+
+impl SqliteStore {
+    /// Open (creating and migrating if needed) the database at `config.path`.
+    pub fn open(config: SqliteConfig) -> Result<SqliteStore> {
+        if let Some(dir) = config.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Error::internal(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let mut writer = open_connection(&config.path, config.durability).map_err(db_error)?;
+        schema::migrate(&mut writer).map_err(db_error)?;
+        let pos: Pos = writer
+            .query_row("SELECT value FROM meta WHERE key = 'pos'", [], |r| r.get(0))
+            .map_err(db_error)?;
+        let mut readers = Vec::new();
+        for _ in 0..config.readers.max(1) {
+            let conn = open_connection(&config.path, config.durability).map_err(db_error)?;
+            conn.pragma_update(None, "query_only", true)
+                .map_err(db_error)?;
+            readers.push(conn);
+        }
+        let head = Arc::new(AtomicU64::new(pos));
+        let listener: Arc<OnceLock<CommitListener>> = Arc::new(OnceLock::new());
+        let (jobs, queue) = mpsc::sync_channel::<Job>(config.write_queue_max.max(1));
+        let writer_head = head.clone();
+        let writer_listener = listener.clone();
+        let group_max = config.commit_group_max.max(1);
+        std::thread::Builder::new()
+            .name("natter-sqlite-writer".into())
+            .spawn(move || run_writer(writer, queue, writer_head, writer_listener, group_max))
+            .map_err(|e| Error::internal(format!("cannot start the writer: {e}")))?;
+        Ok(SqliteStore {
+            jobs,
+            reader_permits: Semaphore::new(readers.len()),
+            readers: Mutex::new(readers),
+            head,
+            listener,
+            path: config.path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Run `f` in the writer's next commit group; resolves after the commit.
+    pub(crate) async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut WriteCtx) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (reply, answer) = oneshot::channel::<Result<T>>();
+        let job: Job = Box::new(move |ctx| {
+            let result = f(ctx);
+            let ok = result.is_ok();
+            let finish: Finish = Box::new(move |commit_error| {
+                let _ = reply.send(match commit_error {
+                    Some(e) => Err(e.clone()),
+                    None => result,
+                });
+            });
+            (ok, finish)
+        });
+        let jobs = self.jobs.clone();
+        // The queue is bounded: waiting for room must not hold an async worker thread.
+        match jobs.try_send(job) {
+            Ok(()) => {}
+            Err(mpsc::TrySendError::Full(job)) => {
+                tokio::task::spawn_blocking(move || jobs.send(job))
+                    .await
+                    .map_err(|e| Error::internal(format!("writer queue: {e}")))?
+                    .map_err(|_| Error::internal("the writer has stopped"))?;
+            }
+            Err(mpsc::TrySendError::Disconnected(_)) => {
+                return Err(Error::internal("the writer has stopped"));
+            }
+        }
+        answer
+            .await
+            .map_err(|_| Error::internal("the writer dropped a job"))?
+    }
+
+    /// Run `f` on a pooled read connection, off the async threads.
+    pub(crate) async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let _permit = self
+            .reader_permits
+            .acquire()
+            .await
+            .map_err(|_| Error::internal("reader pool closed"))?;
+        let conn = self
+            .readers
+            .lock()
+            .map_err(|_| Error::internal("reader pool poisoned"))?
+            .pop()
+            .ok_or_else(|| Error::internal("reader pool empty"))?;
+        let (conn, result) = tokio::task::spawn_blocking(move || {
+            let result = f(&conn);
+            (conn, result)
+        })
+        .await
+        .map_err(|e| Error::internal(format!("reader task: {e}")))?;
+        if let Ok(mut pool) = self.readers.lock() {
+            pool.push(conn);
+        }
+        result
+    }
+
+    pub(crate) fn head_pos(&self) -> Pos {
+        self.head.load(Ordering::Acquire)
+    }
+}
+
+fn run_writer(
+    mut conn: Connection,
+    queue: mpsc::Receiver<Job>,
+    head: Arc<AtomicU64>,
+    listener: Arc<OnceLock<CommitListener>>,
+    group_max: usize,
+) {
+    let mut batch: Vec<Job> = Vec::with_capacity(group_max);
+    while let Ok(first) = queue.recv() {
+        batch.push(first);
+        while batch.len() < group_max {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let committed_pos = head.load(Ordering::Acquire);
+        let (finishes, outcome) = commit_group(&mut conn, &mut batch, committed_pos);
+        match outcome {
+            Ok((pos, events, messages)) => {
+                head.store(pos, Ordering::Release);
+                if let Some(listener) = listener.get() {
+                    listener(CommitBatch {
+                        events,
+                        messages,
+                        duration: started.elapsed(),
+                    });
+                }
+                for finish in finishes {
+                    finish(None);
+                }
+            }
+            Err(error) => {
+                for finish in finishes {
+                    finish(Some(&error));
+                }
+            }
+        }
+    }
+}
+
+type GroupOutcome = Result<(Pos, Vec<Event>, usize)>;
+
+fn commit_group(
+    conn: &mut Connection,
+    batch: &mut Vec<Job>,
+    committed_pos: Pos,
+) -> (Vec<Finish>, GroupOutcome) {
+    let mut finishes = Vec::with_capacity(batch.len());
+    let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => {
+            // Dropping a job drops its reply channel: its caller gets an error, nothing is lost
+            // that was acknowledged.
+            batch.clear();
+            return (finishes, Err(db_error(e)));
+        }
+    };
+    let mut ctx = WriteCtx {
+        conn: &tx,
+        next_pos: committed_pos,
+        events: Vec::new(),
+        messages: 0,
+    };
+    for job in batch.drain(..) {
+        let saved = (ctx.next_pos, ctx.events.len(), ctx.messages);
+        if let Err(e) = ctx.conn.execute_batch("SAVEPOINT job") {
+            tracing::error!(error = %e, "savepoint");
+            drop(job);
+            continue;
+        }
+        let (ok, finish) = job(&mut ctx);
+        let closed = if ok {
+            ctx.conn.execute_batch("RELEASE job")
+        } else {
+            ctx.next_pos = saved.0;
+            ctx.events.truncate(saved.1);
+            ctx.messages = saved.2;
+            ctx.conn
+                .execute_batch("ROLLBACK TO job; RELEASE job")
+        };
+        if let Err(e) = closed {
+            tracing::error!(error = %e, "closing savepoint");
+        }
+        finishes.push(finish);
+    }
+    let (pos, events, messages) = (ctx.next_pos, ctx.events, ctx.messages);
+    let outcome = tx
+        .execute("UPDATE meta SET value = ?1 WHERE key = 'pos'", [pos])
+        .and_then(|_| tx.commit())
+        .map(|_| (pos, events, messages))
+        .map_err(db_error);
+    (finishes, outcome)
+}

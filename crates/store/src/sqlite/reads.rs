@@ -1,0 +1,360 @@
+//! Queries, shared by the reader pool and by write jobs (which read inside their transaction).
+
+use natter_core::store::{ChangedConversation, Membership, UserRecord};
+use natter_core::{Error, Result};
+use natter_proto::{
+    Content, Conversation, ConversationId, ConversationKind, Device, HistoryPage, Member, Message,
+    Pos, Role, Seq, User, UserId,
+};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::db_error;
+
+const USER_COLUMNS: &str = "id, username, display_name, password_hash, disabled, created_at_ms";
+
+fn user_record(row: &Row) -> rusqlite::Result<UserRecord> {
+    Ok(UserRecord {
+        user: User {
+            id: row.get(0)?,
+            username: row.get(1)?,
+            display_name: row.get(2)?,
+        },
+        password_hash: row.get(3)?,
+        disabled: row.get(4)?,
+        created_at_ms: row.get(5)?,
+    })
+}
+
+pub fn user_by_username(conn: &Connection, username: &str) -> Result<Option<UserRecord>> {
+    conn.prepare_cached(&format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE username = ?1"
+    ))
+    .and_then(|mut s| s.query_row([username], user_record).optional())
+    .map_err(db_error)
+}
+
+pub fn user_by_id(conn: &Connection, id: UserId) -> Result<Option<UserRecord>> {
+    conn.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"))
+        .and_then(|mut s| s.query_row([id], user_record).optional())
+        .map_err(db_error)
+}
+
+pub fn list_users(conn: &Connection) -> Result<Vec<UserRecord>> {
+    conn.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY id"))
+        .and_then(|mut s| s.query_map([], user_record)?.collect())
+        .map_err(db_error)
+}
+
+pub fn device_by_token(conn: &Connection, token_hash: &[u8]) -> Result<Option<(UserRecord, u64)>> {
+    conn.prepare_cached(
+        "SELECT u.id, u.username, u.display_name, u.password_hash, u.disabled, u.created_at_ms, d.id
+         FROM devices d JOIN users u ON u.id = d.user_id
+         WHERE d.token_hash = ?1 AND d.revoked = 0",
+    )
+    .and_then(|mut s| {
+        s.query_row([token_hash], |row| Ok((user_record(row)?, row.get(6)?)))
+            .optional()
+    })
+    .map_err(db_error)
+}
+
+pub fn list_devices(conn: &Connection, user_id: UserId) -> Result<Vec<Device>> {
+    conn.prepare_cached(
+        "SELECT id, name, created_at_ms, last_seen_at_ms FROM devices
+         WHERE user_id = ?1 AND revoked = 0 ORDER BY id",
+    )
+    .and_then(|mut s| {
+        s.query_map([user_id], |row| {
+            Ok(Device {
+                id: row.get(0)?,
+                name: row.get(1)?,
+                created_at_ms: row.get(2)?,
+                last_seen_at_ms: row.get(3)?,
+                current: false,
+            })
+        })?
+        .collect()
+    })
+    .map_err(db_error)
+}
+
+fn parse_kind(kind: &str) -> Result<ConversationKind> {
+    ConversationKind::parse(kind)
+        .ok_or_else(|| Error::internal(format!("stored conversation kind `{kind}` is unknown")))
+}
+
+fn parse_role(role: &str) -> Result<Role> {
+    Role::parse(role).ok_or_else(|| Error::internal(format!("stored role `{role}` is unknown")))
+}
+
+pub fn membership(
+    conn: &Connection,
+    id: ConversationId,
+    user: UserId,
+) -> Result<Option<Membership>> {
+    let row: Option<(String, String, Option<Seq>)> = conn
+        .prepare_cached(
+            "SELECT c.kind, m.role, m.left_seq FROM members m
+             JOIN conversations c ON c.id = m.conversation_id
+             WHERE m.conversation_id = ?1 AND m.user_id = ?2",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![id, user], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()
+        })
+        .map_err(db_error)?;
+    row.map(|(kind, role, left_seq)| {
+        Ok(Membership {
+            kind: parse_kind(&kind)?,
+            role: parse_role(&role)?,
+            left_seq,
+        })
+    })
+    .transpose()
+}
+
+/// An active membership, or `NotMember`.
+pub fn active_membership(
+    conn: &Connection,
+    id: ConversationId,
+    user: UserId,
+) -> Result<Membership> {
+    match membership(conn, id, user)? {
+        Some(m) if m.is_active() => Ok(m),
+        _ => Err(Error::not_member()),
+    }
+}
+
+const MESSAGE_COLUMNS: &str =
+    "conversation_id, seq, pos, sender_id, client_msg_id, content, reply_to, sent_at_ms";
+
+fn message_row(row: &Row) -> rusqlite::Result<(Message, String)> {
+    Ok((
+        Message {
+            conversation_id: row.get(0)?,
+            seq: row.get(1)?,
+            pos: row.get(2)?,
+            sender_id: row.get(3)?,
+            client_msg_id: row.get(4)?,
+            content: Content::Text {
+                text: String::new(),
+            },
+            reply_to: row.get(6)?,
+            sent_at_ms: row.get(7)?,
+        },
+        row.get(5)?,
+    ))
+}
+
+fn with_content((mut message, content): (Message, String)) -> Result<Message> {
+    message.content = serde_json::from_str(&content)
+        .map_err(|e| Error::internal(format!("stored content is not valid: {e}")))?;
+    Ok(message)
+}
+
+fn query_messages(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<Message>> {
+    let rows: Vec<(Message, String)> = conn
+        .prepare_cached(sql)
+        .and_then(|mut s| s.query_map(params, message_row)?.collect())
+        .map_err(db_error)?;
+    rows.into_iter().map(with_content).collect()
+}
+
+pub fn message_by_seq(conn: &Connection, id: ConversationId, seq: Seq) -> Result<Option<Message>> {
+    let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND seq = ?2");
+    Ok(query_messages(conn, &sql, params![id, seq])?.pop())
+}
+
+/// A conversation's state; with a viewer, also their last visible message and unread count.
+pub fn conversation(
+    conn: &Connection,
+    id: ConversationId,
+    viewer: Option<UserId>,
+) -> Result<Conversation> {
+    type Head = (String, Option<String>, u64, u64, Seq, Pos);
+    let head: Option<Head> = conn
+        .prepare_cached(
+            "SELECT kind, title, created_at_ms, last_activity_at_ms, last_seq, last_pos
+             FROM conversations WHERE id = ?1",
+        )
+        .and_then(|mut s| {
+            s.query_row([id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+            })
+            .optional()
+        })
+        .map_err(db_error)?;
+    let Some((kind, title, created_at_ms, last_activity_at_ms, last_seq, last_pos)) = head else {
+        return Err(Error::not_found(format!("no conversation {id}")));
+    };
+    let rows: Vec<(UserId, String, String, String, Seq, Seq)> = conn
+        .prepare_cached(
+            "SELECT m.user_id, u.username, u.display_name, m.role, m.delivered_seq, m.read_seq
+             FROM members m JOIN users u ON u.id = m.user_id
+             WHERE m.conversation_id = ?1 AND m.left_seq IS NULL ORDER BY m.user_id",
+        )
+        .and_then(|mut s| {
+            s.query_map([id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+            })?
+            .collect()
+        })
+        .map_err(db_error)?;
+    let members = rows
+        .into_iter()
+        .map(|(user_id, username, display_name, role, delivered_seq, read_seq)| {
+            Ok(Member {
+                user_id,
+                username,
+                display_name,
+                role: parse_role(&role)?,
+                delivered_seq,
+                read_seq,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut conversation = Conversation {
+        id,
+        kind: parse_kind(&kind)?,
+        title,
+        members,
+        last_seq,
+        last_pos,
+        created_at_ms,
+        last_activity_at_ms,
+        last_message: None,
+        unread_count: None,
+    };
+    if let Some(viewer) = viewer {
+        let markers: Option<(Seq, Option<Seq>)> = conn
+            .prepare_cached(
+                "SELECT read_seq, left_seq FROM members WHERE conversation_id = ?1 AND user_id = ?2",
+            )
+            .and_then(|mut s| s.query_row(params![id, viewer], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+            .map_err(db_error)?;
+        let Some((read_seq, left_seq)) = markers else {
+            return Err(Error::not_member());
+        };
+        let visible_seq = left_seq.map_or(last_seq, |left| left.min(last_seq));
+        conversation.unread_count = Some(visible_seq.saturating_sub(read_seq));
+        if visible_seq > 0 {
+            conversation.last_message = message_by_seq(conn, id, visible_seq)?;
+        }
+    }
+    Ok(conversation)
+}
+
+pub fn conversation_ids_of(conn: &Connection, user: UserId) -> Result<Vec<ConversationId>> {
+    conn.prepare_cached(
+        "SELECT conversation_id FROM members WHERE user_id = ?1 AND left_seq IS NULL",
+    )
+    .and_then(|mut s| s.query_map([user], |r| r.get(0))?.collect())
+    .map_err(db_error)
+}
+
+pub fn list_conversations(conn: &Connection, viewer: UserId) -> Result<Vec<Conversation>> {
+    let mut list = conversation_ids_of(conn, viewer)?
+        .into_iter()
+        .map(|id| conversation(conn, id, Some(viewer)))
+        .collect::<Result<Vec<_>>>()?;
+    list.sort_by(|a, b| {
+        b.last_activity_at_ms
+            .cmp(&a.last_activity_at_ms)
+            .then(b.last_pos.cmp(&a.last_pos))
+    });
+    Ok(list)
+}
+
+pub fn share_conversation(conn: &Connection, a: UserId, b: UserId) -> Result<bool> {
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM members x JOIN members y
+           ON y.conversation_id = x.conversation_id AND y.user_id = ?2 AND y.left_seq IS NULL
+         WHERE x.user_id = ?1 AND x.left_seq IS NULL)",
+    )
+    .and_then(|mut s| s.query_row(params![a, b], |r| r.get(0)))
+    .map_err(db_error)
+}
+
+pub fn history(
+    conn: &Connection,
+    id: ConversationId,
+    before: Option<Seq>,
+    after: Option<Seq>,
+    max_seq: Option<Seq>,
+    limit: u32,
+) -> Result<HistoryPage> {
+    // Exclusive bounds: seq in (low, high).
+    let low = after.unwrap_or(0);
+    let high = match (before, max_seq) {
+        (Some(b), Some(m)) => b.min(m.saturating_add(1)),
+        (Some(b), None) => b,
+        (None, Some(m)) => m.saturating_add(1),
+        (None, None) => u64::MAX >> 1,
+    };
+    let fetch = i64::from(limit) + 1;
+    let newest_first = before.is_some() && after.is_none();
+    let sql = if newest_first {
+        format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND seq > ?2 AND seq < ?3
+             ORDER BY seq DESC LIMIT ?4"
+        )
+    } else {
+        format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND seq > ?2 AND seq < ?3
+             ORDER BY seq ASC LIMIT ?4"
+        )
+    };
+    let mut messages = query_messages(conn, &sql, params![id, low, high, fetch])?;
+    let more = messages.len() > limit as usize;
+    messages.truncate(limit as usize);
+    if newest_first {
+        messages.reverse();
+    }
+    Ok(HistoryPage { messages, more })
+}
+
+pub fn changed_since(
+    conn: &Connection,
+    user: UserId,
+    cursor: Pos,
+) -> Result<Vec<ChangedConversation>> {
+    // A member who left sees changes only up to the position of their leaving.
+    conn.prepare_cached(
+        "SELECT c.id,
+                CASE WHEN m.left_pos IS NULL THEN c.message_pos ELSE MIN(c.message_pos, m.left_pos) END,
+                CASE WHEN m.left_pos IS NULL THEN c.state_pos ELSE MIN(c.state_pos, m.left_pos) END,
+                m.left_seq
+         FROM members m JOIN conversations c ON c.id = m.conversation_id
+         WHERE m.user_id = ?1
+           AND ((m.left_pos IS NULL AND c.last_pos > ?2) OR m.left_pos > ?2)",
+    )
+    .and_then(|mut s| {
+        s.query_map(params![user, cursor], |r| {
+            Ok(ChangedConversation {
+                id: r.get(0)?,
+                message_pos: r.get(1)?,
+                state_pos: r.get(2)?,
+                left_seq: r.get(3)?,
+            })
+        })?
+        .collect()
+    })
+    .map_err(db_error)
+}
+
+pub fn messages_in_pos_range(
+    conn: &Connection,
+    id: ConversationId,
+    after: Pos,
+    up_to: Pos,
+    max_seq: Option<Seq>,
+    limit: u32,
+) -> Result<Vec<Message>> {
+    let sql = format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages
+         WHERE conversation_id = ?1 AND pos > ?2 AND pos <= ?3 AND seq <= ?4
+         ORDER BY pos LIMIT ?5"
+    );
+    let max_seq = max_seq.unwrap_or(u64::MAX >> 1);
+    query_messages(conn, &sql, params![id, after, up_to, max_seq, limit])
+}

@@ -1,0 +1,522 @@
+//! Write jobs: each runs inside the writer's transaction (in its own savepoint), checks the rules
+//! of `natter_core::rules` against the state it is about to change, and emits the events of what
+//! it committed.
+
+use natter_core::store::NewMessage;
+use natter_core::{Error, Event, Result, rules};
+use natter_proto::{
+    Ack, Content, ConversationId, ConversationKind, ErrorCode, Message, Receipt, Role, Seq,
+    SystemEvent, User, UserId,
+};
+use rusqlite::{OptionalExtension, params};
+
+use super::{WriteCtx, db_error, reads};
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation
+    )
+}
+
+pub fn create_user(
+    ctx: &mut WriteCtx,
+    username: &str,
+    display_name: &str,
+    password_hash: &str,
+    now_ms: u64,
+) -> Result<User> {
+    let inserted = ctx.conn.execute(
+        "INSERT INTO users (username, display_name, password_hash, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
+        params![username, display_name, password_hash, now_ms],
+    );
+    match inserted {
+        Ok(_) => Ok(User {
+            id: ctx.conn.last_insert_rowid() as u64,
+            username: username.to_string(),
+            display_name: display_name.to_string(),
+        }),
+        Err(e) if is_unique_violation(&e) => Err(Error::new(
+            ErrorCode::UsernameTaken,
+            format!("the username `{username}` is taken"),
+        )),
+        Err(e) => Err(db_error(e)),
+    }
+}
+
+/// Take the next `seq` of a conversation for a message at `pos`, and record its activity.
+fn next_seq(ctx: &mut WriteCtx, id: ConversationId, pos: u64, now_ms: u64) -> Result<Seq> {
+    let seq: Option<Seq> = ctx
+        .conn
+        .prepare_cached(
+            "UPDATE conversations SET last_seq = last_seq + 1, message_pos = ?2,
+                 last_pos = MAX(last_pos, ?2), last_activity_at_ms = ?3
+             WHERE id = ?1 RETURNING last_seq",
+        )
+        .and_then(|mut s| s.query_row(params![id, pos, now_ms], |r| r.get(0)).optional())
+        .map_err(db_error)?;
+    seq.ok_or_else(|| Error::not_found(format!("no conversation {id}")))
+}
+
+fn insert_message(ctx: &mut WriteCtx, message: &Message) -> Result<()> {
+    let content = serde_json::to_string(&message.content)
+        .map_err(|e| Error::internal(format!("encoding content: {e}")))?;
+    ctx.conn
+        .prepare_cached(
+            "INSERT INTO messages (pos, conversation_id, seq, sender_id, client_msg_id, content, reply_to, sent_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                message.pos,
+                message.conversation_id,
+                message.seq,
+                message.sender_id,
+                message.client_msg_id,
+                content,
+                message.reply_to,
+                message.sent_at_ms
+            ])
+        })
+        .map_err(db_error)?;
+    Ok(())
+}
+
+/// Append a user's message (D1–D3).
+pub fn append(ctx: &mut WriteCtx, new: NewMessage) -> Result<Ack> {
+    let first: Option<(ConversationId, Seq, u64, u64)> = ctx
+        .conn
+        .prepare_cached(
+            "SELECT conversation_id, seq, pos, sent_at_ms FROM messages
+             WHERE sender_id = ?1 AND client_msg_id = ?2",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![new.sender_id, new.client_msg_id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .optional()
+        })
+        .map_err(db_error)?;
+    if let Some((conversation_id, seq, pos, sent_at_ms)) = first {
+        return Ok(Ack {
+            conversation_id,
+            client_msg_id: new.client_msg_id,
+            seq,
+            pos,
+            sent_at_ms,
+            duplicate: true,
+        });
+    }
+    reads::active_membership(ctx.conn, new.conversation_id, new.sender_id)?;
+    if let Some(reply_to) = new.reply_to {
+        let exists = reads::message_by_seq(ctx.conn, new.conversation_id, reply_to)?.is_some();
+        if !exists {
+            return Err(Error::invalid(format!(
+                "reply_to {reply_to} is not a message of this conversation"
+            )));
+        }
+    }
+    let pos = ctx.take_pos();
+    let seq = next_seq(ctx, new.conversation_id, pos, new.sent_at_ms)?;
+    let message = Message {
+        conversation_id: new.conversation_id,
+        seq,
+        pos,
+        sender_id: new.sender_id,
+        client_msg_id: Some(new.client_msg_id),
+        content: new.content,
+        reply_to: new.reply_to,
+        sent_at_ms: new.sent_at_ms,
+    };
+    insert_message(ctx, &message)?;
+    // What you sent you have read.
+    ctx.conn
+        .prepare_cached(
+            "UPDATE members SET delivered_seq = ?3, read_seq = ?3
+             WHERE conversation_id = ?1 AND user_id = ?2",
+        )
+        .and_then(|mut s| s.execute(params![message.conversation_id, message.sender_id, seq]))
+        .map_err(db_error)?;
+    let ack = Ack {
+        conversation_id: message.conversation_id,
+        client_msg_id: message.client_msg_id.clone().unwrap_or_default(),
+        seq,
+        pos,
+        sent_at_ms: message.sent_at_ms,
+        duplicate: false,
+    };
+    ctx.emit(Event::Message(message));
+    Ok(ack)
+}
+
+/// Record a change of the conversation itself: a system message and a new state position.
+fn system_change(
+    ctx: &mut WriteCtx,
+    id: ConversationId,
+    actor: UserId,
+    event: SystemEvent,
+    now_ms: u64,
+) -> Result<Message> {
+    let pos = ctx.take_pos();
+    let seq = next_seq(ctx, id, pos, now_ms)?;
+    ctx.conn
+        .execute(
+            "UPDATE conversations SET state_pos = ?2 WHERE id = ?1",
+            params![id, pos],
+        )
+        .map_err(db_error)?;
+    let message = Message {
+        conversation_id: id,
+        seq,
+        pos,
+        sender_id: actor,
+        client_msg_id: None,
+        content: Content::System { event },
+        reply_to: None,
+        sent_at_ms: now_ms,
+    };
+    insert_message(ctx, &message)?;
+    Ok(message)
+}
+
+fn state_event(
+    ctx: &WriteCtx,
+    id: ConversationId,
+    added: Vec<UserId>,
+    removed: Vec<UserId>,
+) -> Result<Event> {
+    Ok(Event::ConversationChanged {
+        conversation: reads::conversation(ctx.conn, id, None)?,
+        added,
+        removed,
+    })
+}
+
+fn require_user(ctx: &WriteCtx, id: UserId) -> Result<()> {
+    match reads::user_by_id(ctx.conn, id)? {
+        Some(record) if !record.disabled => Ok(()),
+        _ => Err(Error::not_found(format!("no user with id {id}"))),
+    }
+}
+
+fn insert_member(ctx: &WriteCtx, id: ConversationId, user: UserId, role: Role) -> Result<()> {
+    ctx.conn
+        .prepare_cached(
+            "INSERT INTO members (conversation_id, user_id, role) VALUES (?1, ?2, ?3)
+             ON CONFLICT (conversation_id, user_id)
+             DO UPDATE SET role = excluded.role, left_seq = NULL, left_pos = NULL",
+        )
+        .and_then(|mut s| s.execute(params![id, user, role.as_str()]))
+        .map_err(db_error)?;
+    Ok(())
+}
+
+fn insert_conversation(
+    ctx: &mut WriteCtx,
+    kind: ConversationKind,
+    title: Option<&str>,
+    direct_key: Option<&str>,
+    now_ms: u64,
+) -> Result<ConversationId> {
+    ctx.conn
+        .execute(
+            "INSERT INTO conversations (kind, title, direct_key, created_at_ms, last_activity_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?4)",
+            params![kind.as_str(), title, direct_key, now_ms],
+        )
+        .map_err(db_error)?;
+    Ok(ctx.conn.last_insert_rowid() as u64)
+}
+
+pub fn create_direct(
+    ctx: &mut WriteCtx,
+    a: UserId,
+    b: UserId,
+    now_ms: u64,
+) -> Result<(ConversationId, bool)> {
+    let key = format!("{}:{}", a.min(b), a.max(b));
+    let existing: Option<ConversationId> = ctx
+        .conn
+        .query_row(
+            "SELECT id FROM conversations WHERE direct_key = ?1",
+            [&key],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db_error)?;
+    if let Some(id) = existing {
+        return Ok((id, false));
+    }
+    require_user(ctx, a)?;
+    require_user(ctx, b)?;
+    let id = insert_conversation(ctx, ConversationKind::Direct, None, Some(&key), now_ms)?;
+    insert_member(ctx, id, a, Role::Member)?;
+    insert_member(ctx, id, b, Role::Member)?;
+    let pos = ctx.take_pos();
+    ctx.conn
+        .execute(
+            "UPDATE conversations SET state_pos = ?2, last_pos = ?2 WHERE id = ?1",
+            params![id, pos],
+        )
+        .map_err(db_error)?;
+    let event = state_event(ctx, id, vec![a, b], vec![])?;
+    ctx.emit(event);
+    Ok((id, true))
+}
+
+pub fn create_group(
+    ctx: &mut WriteCtx,
+    owner: UserId,
+    title: &str,
+    members: &[UserId],
+    now_ms: u64,
+) -> Result<ConversationId> {
+    require_user(ctx, owner)?;
+    for &member in members {
+        require_user(ctx, member)?;
+    }
+    let id = insert_conversation(ctx, ConversationKind::Group, Some(title), None, now_ms)?;
+    insert_member(ctx, id, owner, Role::Owner)?;
+    for &member in members.iter().filter(|m| **m != owner) {
+        insert_member(ctx, id, member, Role::Member)?;
+    }
+    let created = system_change(
+        ctx,
+        id,
+        owner,
+        SystemEvent::Created {
+            by: owner,
+            title: Some(title.to_string()),
+        },
+        now_ms,
+    )?;
+    let mut added = vec![owner];
+    added.extend(members.iter().copied().filter(|m| *m != owner));
+    // State first, so that the sessions of new members are listening when the message arrives.
+    let event = state_event(ctx, id, added, vec![])?;
+    ctx.emit(event);
+    ctx.emit(Event::Message(created));
+    Ok(id)
+}
+
+pub fn add_members(
+    ctx: &mut WriteCtx,
+    actor: UserId,
+    id: ConversationId,
+    users: &[UserId],
+    now_ms: u64,
+) -> Result<()> {
+    let membership = reads::active_membership(ctx.conn, id, actor)?;
+    rules::may_manage_members(membership.kind, membership.role)?;
+    let mut added = Vec::new();
+    for &user in users {
+        require_user(ctx, user)?;
+        let already = reads::membership(ctx.conn, id, user)?.is_some_and(|m| m.is_active());
+        if !already && !added.contains(&user) {
+            insert_member(ctx, id, user, Role::Member)?;
+            added.push(user);
+        }
+    }
+    if added.is_empty() {
+        return Ok(());
+    }
+    let message = system_change(
+        ctx,
+        id,
+        actor,
+        SystemEvent::MembersAdded {
+            by: actor,
+            user_ids: added.clone(),
+        },
+        now_ms,
+    )?;
+    let event = state_event(ctx, id, added, vec![])?;
+    ctx.emit(event);
+    ctx.emit(Event::Message(message));
+    Ok(())
+}
+
+pub fn remove_member(
+    ctx: &mut WriteCtx,
+    actor: UserId,
+    id: ConversationId,
+    user: UserId,
+    now_ms: u64,
+) -> Result<()> {
+    let actor_membership = reads::active_membership(ctx.conn, id, actor)?;
+    let system_event = if actor == user {
+        let members_count: usize = ctx
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM members WHERE conversation_id = ?1 AND left_seq IS NULL",
+                [id],
+                |r| r.get(0),
+            )
+            .map_err(db_error)?;
+        rules::may_leave(
+            actor_membership.kind,
+            actor_membership.role,
+            members_count,
+        )?;
+        SystemEvent::MemberLeft { user_id: user }
+    } else {
+        rules::may_manage_members(actor_membership.kind, actor_membership.role)?;
+        let target = match reads::membership(ctx.conn, id, user)? {
+            Some(m) if m.is_active() => m,
+            _ => return Err(Error::not_found(format!("user {user} is not a member"))),
+        };
+        rules::may_remove(actor_membership.role, target.role)?;
+        SystemEvent::MemberRemoved { by: actor, user_id: user }
+    };
+    // The message goes out while the user is still a member, so that they see it too.
+    let message = system_change(ctx, id, actor, system_event, now_ms)?;
+    ctx.conn
+        .execute(
+            "UPDATE members SET left_seq = ?3, left_pos = ?4 WHERE conversation_id = ?1 AND user_id = ?2",
+            params![id, user, message.seq, message.pos],
+        )
+        .map_err(db_error)?;
+    ctx.emit(Event::Message(message));
+    let event = state_event(ctx, id, vec![], vec![user])?;
+    ctx.emit(event);
+    Ok(())
+}
+
+pub fn set_role(
+    ctx: &mut WriteCtx,
+    actor: UserId,
+    id: ConversationId,
+    user: UserId,
+    role: Role,
+    now_ms: u64,
+) -> Result<()> {
+    let actor_membership = reads::active_membership(ctx.conn, id, actor)?;
+    rules::may_set_role(actor_membership.kind, actor_membership.role)?;
+    match reads::membership(ctx.conn, id, user)? {
+        Some(m) if m.is_active() => {}
+        _ => return Err(Error::not_found(format!("user {user} is not a member"))),
+    }
+    if user == actor {
+        return Err(Error::conflict(
+            "the owner keeps their role until they make someone else owner",
+        ));
+    }
+    let update = |who: UserId, role: Role| {
+        ctx.conn
+            .execute(
+                "UPDATE members SET role = ?3 WHERE conversation_id = ?1 AND user_id = ?2",
+                params![id, who, role.as_str()],
+            )
+            .map_err(db_error)
+    };
+    update(user, role)?;
+    if role == Role::Owner {
+        update(actor, Role::Admin)?;
+    }
+    let message = system_change(
+        ctx,
+        id,
+        actor,
+        SystemEvent::RoleChanged {
+            by: actor,
+            user_id: user,
+            role,
+        },
+        now_ms,
+    )?;
+    let event = state_event(ctx, id, vec![], vec![])?;
+    ctx.emit(event);
+    ctx.emit(Event::Message(message));
+    Ok(())
+}
+
+pub fn set_title(
+    ctx: &mut WriteCtx,
+    actor: UserId,
+    id: ConversationId,
+    title: &str,
+    now_ms: u64,
+) -> Result<()> {
+    let membership = reads::active_membership(ctx.conn, id, actor)?;
+    rules::may_set_title(membership.kind, membership.role)?;
+    ctx.conn
+        .execute(
+            "UPDATE conversations SET title = ?2 WHERE id = ?1",
+            params![id, title],
+        )
+        .map_err(db_error)?;
+    let message = system_change(
+        ctx,
+        id,
+        actor,
+        SystemEvent::TitleChanged {
+            by: actor,
+            title: title.to_string(),
+        },
+        now_ms,
+    )?;
+    let event = state_event(ctx, id, vec![], vec![])?;
+    ctx.emit(event);
+    ctx.emit(Event::Message(message));
+    Ok(())
+}
+
+pub fn mark(
+    ctx: &mut WriteCtx,
+    user: UserId,
+    id: ConversationId,
+    delivered: Option<Seq>,
+    read: Option<Seq>,
+) -> Result<Receipt> {
+    reads::active_membership(ctx.conn, id, user)?;
+    let (last_seq, state_pos): (Seq, u64) = ctx
+        .conn
+        .query_row(
+            "SELECT last_seq, state_pos FROM conversations WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(db_error)?;
+    let (old_delivered, old_read): (Seq, Seq) = ctx
+        .conn
+        .query_row(
+            "SELECT delivered_seq, read_seq FROM members WHERE conversation_id = ?1 AND user_id = ?2",
+            params![id, user],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(db_error)?;
+    let read_seq = old_read.max(read.unwrap_or(0).min(last_seq));
+    // What was read was delivered.
+    let delivered_seq = old_delivered
+        .max(delivered.unwrap_or(0).min(last_seq))
+        .max(read_seq);
+    if (delivered_seq, read_seq) == (old_delivered, old_read) {
+        return Ok(Receipt {
+            conversation_id: id,
+            user_id: user,
+            delivered_seq,
+            read_seq,
+            pos: state_pos,
+        });
+    }
+    let pos = ctx.take_pos();
+    ctx.conn
+        .prepare_cached(
+            "UPDATE members SET delivered_seq = ?3, read_seq = ?4 WHERE conversation_id = ?1 AND user_id = ?2",
+        )
+        .and_then(|mut s| s.execute(params![id, user, delivered_seq, read_seq]))
+        .map_err(db_error)?;
+    ctx.conn
+        .prepare_cached("UPDATE conversations SET state_pos = ?2, last_pos = ?2 WHERE id = ?1")
+        .and_then(|mut s| s.execute(params![id, pos]))
+        .map_err(db_error)?;
+    let receipt = Receipt {
+        conversation_id: id,
+        user_id: user,
+        delivered_seq,
+        read_seq,
+        pos,
+    };
+    ctx.emit(Event::Receipt(receipt.clone()));
+    Ok(receipt)
+}
