@@ -163,6 +163,24 @@ struct Live {
     hello: Hello,
 }
 
+/// The connection's status, as published to the [`Client`] handle.
+#[derive(Clone)]
+enum Link {
+    Down,
+    Up(Live),
+    /// The client stopped for good; nobody should wait for `Up` any more.
+    Stopped,
+}
+
+impl Link {
+    fn live(&self) -> Option<&Live> {
+        match self {
+            Link::Up(live) => Some(live),
+            Link::Down | Link::Stopped => None,
+        }
+    }
+}
+
 /// What the handle and the driver share: the delivered state, and why the client stopped.
 struct Shared {
     state: Mutex<ClientState>,
@@ -202,7 +220,7 @@ pub struct Client {
     control: mpsc::Sender<Control>,
     sends: mpsc::Sender<SendJob>,
     shared: Arc<Shared>,
-    live: watch::Receiver<Option<Live>>,
+    live: watch::Receiver<Link>,
     events: Option<mpsc::Receiver<ClientEvent>>,
     task: Option<JoinHandle<()>>,
 }
@@ -230,7 +248,7 @@ impl Client {
         let (control_tx, control_rx) = mpsc::channel(4);
         let (send_tx, send_rx) = mpsc::channel(64);
         let (event_tx, event_rx) = mpsc::channel(config.event_capacity.max(1));
-        let (live_tx, live_rx) = watch::channel(None);
+        let (live_tx, live_rx) = watch::channel(Link::Down);
         let shared = Arc::new(Shared {
             state: Mutex::new(state.clone()),
             stopped: Mutex::new(None),
@@ -307,34 +325,31 @@ impl Client {
 
     /// True while a connection is up.
     pub fn is_connected(&self) -> bool {
-        self.live.borrow().is_some()
+        self.live.borrow().live().is_some()
     }
 
     /// The `hello` of the current connection (who we are, the server's limits).
     pub fn hello(&self) -> Option<Hello> {
-        self.live.borrow().as_ref().map(|live| live.hello.clone())
+        self.live.borrow().live().map(|live| live.hello.clone())
     }
 
     /// Wait until a connection is up, and return its `hello`. Fails if the client stops first.
     pub async fn wait_connected(&self) -> Result<Hello, ClientError> {
         let mut live = self.live.clone();
-        let result = live.wait_for(Option::is_some).await;
+        let result = live
+            .wait_for(|link| !matches!(link, Link::Down))
+            .await
+            .map(|link| link.live().map(|live| live.hello.clone()));
         match result {
-            Ok(guard) => match guard.as_ref() {
-                Some(live) => Ok(live.hello.clone()),
-                None => Err(ClientError::NotConnected),
-            },
-            Err(_) => Err(self.shared.stop_error()),
+            Ok(Some(hello)) => Ok(hello),
+            Ok(None) | Err(_) => Err(self.shared.stop_error()),
         }
     }
 
     /// A handle on the current connection for raw commands, if connected. It fails once that
     /// connection is gone; it does not follow reconnects.
     pub fn requester(&self) -> Option<Requester> {
-        self.live
-            .borrow()
-            .as_ref()
-            .map(|live| live.requester.clone())
+        self.live.borrow().live().map(|live| live.requester.clone())
     }
 
     /// Send any command on the current connection and return its `result` data. Not retried:
@@ -449,7 +464,7 @@ struct Driver {
     /// A cursor held back because some conversation has a gap below it.
     deferred_cursor: Pos,
     shared: Arc<Shared>,
-    live: watch::Sender<Option<Live>>,
+    live: watch::Sender<Link>,
     app: Option<mpsc::Sender<ClientEvent>>,
     pending: VecDeque<Pending>,
     control: mpsc::Receiver<Control>,
@@ -475,7 +490,7 @@ impl Driver {
         config: ClientConfig,
         state: ClientState,
         shared: Arc<Shared>,
-        live: watch::Sender<Option<Live>>,
+        live: watch::Sender<Link>,
         app: mpsc::Sender<ClientEvent>,
         control: mpsc::Receiver<Control>,
         send_rx: mpsc::Receiver<SendJob>,
@@ -597,6 +612,9 @@ impl Driver {
     fn on_connected(&mut self, conn: Connection) {
         let hello = conn.hello().clone();
         tracing::info!(server = conn.server(), user = %hello.user.username, "connected");
+        // The new sync recomputes it; a cursor held back in an older session must not jump
+        // ahead of this one's pages.
+        self.deferred_cursor = 0;
         let history_limit = match hello.limits.history_page_max {
             0 => HISTORY_LIMIT_DEFAULT,
             n => n,
@@ -611,7 +629,7 @@ impl Driver {
             fills: HashMap::new(),
             sends_in_flight: 0,
         });
-        self.live.send_replace(Some(Live {
+        self.live.send_replace(Link::Up(Live {
             requester: conn.requester(),
             hello: hello.clone(),
         }));
@@ -671,7 +689,7 @@ impl Driver {
             .code
             .or_else(|| conn.close_info().and_then(|info| info.code));
         let session = self.session.take();
-        self.live.send_replace(None);
+        self.live.send_replace(Link::Down);
         // Dropping the futures abandons their requests; unacknowledged sends stay in the outbox.
         self.in_flight = FuturesUnordered::new();
         drop(conn);
@@ -700,6 +718,7 @@ impl Driver {
         self.stopped = true;
         self.connecting = None;
         self.reconnect_at = None;
+        self.live.send_replace(Link::Stopped);
         *lock(&self.shared.stopped) = Some(error.clone());
         for entry in self.outbox.values_mut() {
             entry.resolve(Err(error.clone()));
@@ -713,7 +732,7 @@ impl Driver {
     /// application can take without waiting, and stop.
     async fn shutdown(&mut self) {
         if let Some(conn) = self.conn.take() {
-            self.live.send_replace(None);
+            self.live.send_replace(Link::Down);
             self.in_flight = FuturesUnordered::new();
             conn.close().await;
             self.push(ClientEvent::Disconnected {

@@ -6,8 +6,8 @@
 //! commits once, and only then answers: an answer is a durable commit (D1).
 
 mod reads;
-mod traits;
 mod schema;
+mod traits;
 mod writes;
 
 use std::path::{Path, PathBuf};
@@ -130,9 +130,8 @@ impl SqliteStore {
     /// Open (creating and migrating if needed) the database at `config.path`.
     pub fn open(config: SqliteConfig) -> Result<SqliteStore> {
         if let Some(dir) = config.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                Error::internal(format!("cannot create {}: {e}", dir.display()))
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::internal(format!("cannot create {}: {e}", dir.display())))?;
         }
         let mut writer = open_connection(&config.path, config.durability).map_err(db_error)?;
         schema::migrate(&mut writer).map_err(db_error)?;
@@ -318,8 +317,7 @@ fn commit_group(
             ctx.next_pos = saved.0;
             ctx.events.truncate(saved.1);
             ctx.messages = saved.2;
-            ctx.conn
-                .execute_batch("ROLLBACK TO job; RELEASE job")
+            ctx.conn.execute_batch("ROLLBACK TO job; RELEASE job")
         };
         if let Err(e) = closed {
             tracing::error!(error = %e, "closing savepoint");

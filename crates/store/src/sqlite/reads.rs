@@ -152,7 +152,11 @@ fn with_content((mut message, content): (Message, String)) -> Result<Message> {
     Ok(message)
 }
 
-fn query_messages(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<Message>> {
+fn query_messages(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<Message>> {
     let rows: Vec<(Message, String)> = conn
         .prepare_cached(sql)
         .and_then(|mut s| s.query_map(params, message_row)?.collect())
@@ -161,7 +165,8 @@ fn query_messages(conn: &Connection, sql: &str, params: impl rusqlite::Params) -
 }
 
 pub fn message_by_seq(conn: &Connection, id: ConversationId, seq: Seq) -> Result<Option<Message>> {
-    let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND seq = ?2");
+    let sql =
+        format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND seq = ?2");
     Ok(query_messages(conn, &sql, params![id, seq])?.pop())
 }
 
@@ -179,7 +184,14 @@ pub fn conversation(
         )
         .and_then(|mut s| {
             s.query_row([id], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
             })
             .optional()
         })
@@ -195,23 +207,32 @@ pub fn conversation(
         )
         .and_then(|mut s| {
             s.query_map([id], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
             })?
             .collect()
         })
         .map_err(db_error)?;
     let members = rows
         .into_iter()
-        .map(|(user_id, username, display_name, role, delivered_seq, read_seq)| {
-            Ok(Member {
-                user_id,
-                username,
-                display_name,
-                role: parse_role(&role)?,
-                delivered_seq,
-                read_seq,
-            })
-        })
+        .map(
+            |(user_id, username, display_name, role, delivered_seq, read_seq)| {
+                Ok(Member {
+                    user_id,
+                    username,
+                    display_name,
+                    role: parse_role(&role)?,
+                    delivered_seq,
+                    read_seq,
+                })
+            },
+        )
         .collect::<Result<Vec<_>>>()?;
     let mut conversation = Conversation {
         id,

@@ -2,8 +2,8 @@
 
 use async_trait::async_trait;
 use natter_core::store::{
-    AccountStore, ChangedConversation, CommitListener, ConversationStore, Membership,
-    MessageStore, NewMessage, UserRecord,
+    AccountStore, ChangedConversation, CommitListener, ConversationStore, Membership, MessageStore,
+    NewMessage, UserRecord,
 };
 use natter_core::{Error, Result, Store};
 use natter_proto::{

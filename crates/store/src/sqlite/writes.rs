@@ -53,7 +53,10 @@ fn next_seq(ctx: &mut WriteCtx, id: ConversationId, pos: u64, now_ms: u64) -> Re
                  last_pos = MAX(last_pos, ?2), last_activity_at_ms = ?3
              WHERE id = ?1 RETURNING last_seq",
         )
-        .and_then(|mut s| s.query_row(params![id, pos, now_ms], |r| r.get(0)).optional())
+        .and_then(|mut s| {
+            s.query_row(params![id, pos, now_ms], |r| r.get(0))
+                .optional()
+        })
         .map_err(db_error)?;
     seq.ok_or_else(|| Error::not_found(format!("no conversation {id}")))
 }
@@ -353,11 +356,7 @@ pub fn remove_member(
                 |r| r.get(0),
             )
             .map_err(db_error)?;
-        rules::may_leave(
-            actor_membership.kind,
-            actor_membership.role,
-            members_count,
-        )?;
+        rules::may_leave(actor_membership.kind, actor_membership.role, members_count)?;
         SystemEvent::MemberLeft { user_id: user }
     } else {
         rules::may_manage_members(actor_membership.kind, actor_membership.role)?;
@@ -366,7 +365,10 @@ pub fn remove_member(
             _ => return Err(Error::not_found(format!("user {user} is not a member"))),
         };
         rules::may_remove(actor_membership.role, target.role)?;
-        SystemEvent::MemberRemoved { by: actor, user_id: user }
+        SystemEvent::MemberRemoved {
+            by: actor,
+            user_id: user,
+        }
     };
     // The message goes out while the user is still a member, so that they see it too.
     let message = system_change(ctx, id, actor, system_event, now_ms)?;

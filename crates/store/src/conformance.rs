@@ -1,0 +1,421 @@
+//! The store conformance suite: what every `natter_core::Store` must do, engine-independent.
+//!
+//! Each check takes a fresh, empty store. An engine's tests call [`run_all`] (or single checks)
+//! with a factory; the SQLite tests are below, and a cluster engine runs the very same checks.
+
+use std::sync::{Arc, Mutex};
+
+use natter_core::store::{CommitBatch, ConversationStore, MessageStore, NewMessage};
+use natter_core::{Event, Store};
+use natter_proto::{Content, ConversationKind, ErrorCode, Role, UserId};
+
+fn text(s: &str) -> Content {
+    Content::Text { text: s.into() }
+}
+
+async fn user(store: &dyn Store, name: &str) -> UserId {
+    store
+        .create_user(name, name, "hash", 1)
+        .await
+        .expect("create user")
+        .id
+}
+
+fn new_message(conversation_id: u64, sender_id: UserId, client_msg_id: &str) -> NewMessage {
+    NewMessage {
+        conversation_id,
+        sender_id,
+        client_msg_id: client_msg_id.into(),
+        content: text(client_msg_id),
+        reply_to: None,
+        sent_at_ms: 5,
+    }
+}
+
+/// Every check, in order, each on a fresh store from `fresh`.
+pub async fn run_all<F, Fut>(fresh: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Arc<dyn Store>>,
+{
+    usernames_are_unique(&*fresh().await).await;
+    tokens_find_their_device_until_revoked(&*fresh().await).await;
+    a_direct_conversation_exists_once_per_pair(&*fresh().await).await;
+    seq_is_gap_free_and_pos_increases(&*fresh().await).await;
+    a_resent_client_msg_id_is_acked_once(&*fresh().await).await;
+    only_members_send(&*fresh().await).await;
+    roles_guard_membership_changes(&*fresh().await).await;
+    a_removed_member_reads_only_what_they_saw(&*fresh().await).await;
+    markers_move_forward_only_and_count_unread(&*fresh().await).await;
+    history_pages_both_ways(&*fresh().await).await;
+    changes_since_a_cursor_are_found(&*fresh().await).await;
+    commits_reach_the_listener_in_order(&*fresh().await).await;
+    concurrent_sends_get_distinct_consecutive_seqs(fresh().await).await;
+}
+
+pub async fn usernames_are_unique(store: &dyn Store) {
+    user(store, "alice").await;
+    let error = store
+        .create_user("alice", "Alice", "hash", 1)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code, ErrorCode::UsernameTaken);
+    let record = store.user_by_username("alice").await.unwrap().unwrap();
+    assert_eq!(record.user.display_name, "alice");
+    store.set_user_disabled("alice", true).await.unwrap();
+    assert!(
+        store
+            .user_by_username("alice")
+            .await
+            .unwrap()
+            .unwrap()
+            .disabled
+    );
+    assert_eq!(
+        store
+            .set_user_disabled("nobody", true)
+            .await
+            .unwrap_err()
+            .code,
+        ErrorCode::NotFound
+    );
+}
+
+pub async fn tokens_find_their_device_until_revoked(store: &dyn Store) {
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let device = store
+        .create_device(alice, b"hash-1", "phone", 10)
+        .await
+        .unwrap();
+    let (record, found) = store.device_by_token(b"hash-1").await.unwrap().unwrap();
+    assert_eq!((record.user.id, found), (alice, device));
+    assert!(store.device_by_token(b"other").await.unwrap().is_none());
+    assert_eq!(store.list_devices(alice).await.unwrap().len(), 1);
+    // Nobody revokes another user's device.
+    assert!(store.revoke_device(bob, device).await.is_err());
+    store.revoke_device(alice, device).await.unwrap();
+    assert!(store.device_by_token(b"hash-1").await.unwrap().is_none());
+    assert!(store.list_devices(alice).await.unwrap().is_empty());
+}
+
+pub async fn a_direct_conversation_exists_once_per_pair(store: &dyn Store) {
+    let (alice, bob) = (user(store, "alice").await, user(store, "bob").await);
+    let (id, created) = store.create_direct(alice, bob, 1).await.unwrap();
+    assert!(created);
+    let (again, created_again) = store.create_direct(bob, alice, 2).await.unwrap();
+    assert_eq!((again, created_again), (id, false));
+    let conversation = store.conversation(id, alice).await.unwrap();
+    assert_eq!(conversation.kind, ConversationKind::Direct);
+    assert_eq!(conversation.members.len(), 2);
+    assert!(store.share_conversation(alice, bob).await.unwrap());
+}
+
+pub async fn seq_is_gap_free_and_pos_increases(store: &dyn Store) {
+    let (alice, bob) = (user(store, "alice").await, user(store, "bob").await);
+    let (id, _) = store.create_direct(alice, bob, 1).await.unwrap();
+    let mut last_pos = 0;
+    for i in 1..=20u64 {
+        let sender = if i % 2 == 0 { alice } else { bob };
+        let ack = store
+            .append(new_message(id, sender, &format!("m{i}")))
+            .await
+            .unwrap();
+        assert_eq!(ack.seq, i);
+        assert!(ack.pos > last_pos);
+        last_pos = ack.pos;
+    }
+    assert!(store.head().await.unwrap() >= last_pos);
+}
+
+pub async fn a_resent_client_msg_id_is_acked_once(store: &dyn Store) {
+    let (alice, bob) = (user(store, "alice").await, user(store, "bob").await);
+    let (id, _) = store.create_direct(alice, bob, 1).await.unwrap();
+    let first = store.append(new_message(id, alice, "same")).await.unwrap();
+    let again = store.append(new_message(id, alice, "same")).await.unwrap();
+    assert!(!first.duplicate && again.duplicate);
+    assert_eq!((first.seq, first.pos), (again.seq, again.pos));
+    // The id is the sender's: another sender may use the same one.
+    let other = store.append(new_message(id, bob, "same")).await.unwrap();
+    assert_eq!(other.seq, 2);
+    let page = store.history(id, None, None, None, 10).await.unwrap();
+    assert_eq!(page.messages.len(), 2);
+}
+
+pub async fn only_members_send(store: &dyn Store) {
+    let (alice, bob, eve) = (
+        user(store, "alice").await,
+        user(store, "bob").await,
+        user(store, "eve").await,
+    );
+    let (id, _) = store.create_direct(alice, bob, 1).await.unwrap();
+    let error = store.append(new_message(id, eve, "x")).await.unwrap_err();
+    assert_eq!(error.code, ErrorCode::NotMember);
+    assert!(store.membership(id, eve).await.unwrap().is_none());
+    let error = store
+        .append(new_message(999, alice, "y"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code, ErrorCode::NotMember);
+}
+
+pub async fn roles_guard_membership_changes(store: &dyn Store) {
+    let (owner, admin, member, outsider) = (
+        user(store, "owner").await,
+        user(store, "admin").await,
+        user(store, "member").await,
+        user(store, "outsider").await,
+    );
+    let id = store
+        .create_group(owner, "team", &[admin, member], 1)
+        .await
+        .unwrap();
+    store
+        .set_role(owner, id, admin, Role::Admin, 2)
+        .await
+        .unwrap();
+    let refused = store
+        .add_members(member, id, &[outsider], 3)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code, ErrorCode::Forbidden);
+    store.add_members(admin, id, &[outsider], 3).await.unwrap();
+    assert_eq!(
+        store.conversation(id, owner).await.unwrap().members.len(),
+        4
+    );
+    let refused = store.remove_member(admin, id, owner, 4).await.unwrap_err();
+    assert_eq!(refused.code, ErrorCode::Forbidden);
+    let refused = store.remove_member(owner, id, owner, 4).await.unwrap_err();
+    assert_eq!(refused.code, ErrorCode::Conflict);
+    store
+        .set_role(owner, id, member, Role::Owner, 5)
+        .await
+        .unwrap();
+    let roles: Vec<(UserId, Role)> = store
+        .conversation(id, owner)
+        .await
+        .unwrap()
+        .members
+        .iter()
+        .map(|m| (m.user_id, m.role))
+        .collect();
+    assert!(roles.contains(&(member, Role::Owner)));
+    assert!(roles.contains(&(owner, Role::Admin)));
+    store.remove_member(owner, id, owner, 6).await.unwrap();
+    assert!(
+        !store
+            .membership(id, owner)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_active()
+    );
+    store.set_title(member, id, "renamed", 7).await.unwrap();
+    assert_eq!(
+        store
+            .conversation(id, member)
+            .await
+            .unwrap()
+            .title
+            .as_deref(),
+        Some("renamed")
+    );
+}
+
+pub async fn a_removed_member_reads_only_what_they_saw(store: &dyn Store) {
+    let (owner, bob) = (user(store, "owner").await, user(store, "bob").await);
+    let id = store.create_group(owner, "g", &[bob], 1).await.unwrap();
+    store
+        .append(new_message(id, owner, "before"))
+        .await
+        .unwrap();
+    store.remove_member(owner, id, bob, 2).await.unwrap();
+    store.append(new_message(id, owner, "after")).await.unwrap();
+    let left_seq = store.membership(id, bob).await.unwrap().unwrap().left_seq;
+    let page = store.history(id, None, None, left_seq, 50).await.unwrap();
+    let texts: Vec<Option<&str>> = page.messages.iter().map(|m| m.content.text()).collect();
+    assert!(texts.contains(&Some("before")));
+    assert!(!texts.contains(&Some("after")));
+    assert_eq!(
+        store
+            .append(new_message(id, bob, "x"))
+            .await
+            .unwrap_err()
+            .code,
+        ErrorCode::NotMember
+    );
+    assert!(!store.conversation_ids_of(bob).await.unwrap().contains(&id));
+}
+
+pub async fn markers_move_forward_only_and_count_unread(store: &dyn Store) {
+    let (alice, bob) = (user(store, "alice").await, user(store, "bob").await);
+    let (id, _) = store.create_direct(alice, bob, 1).await.unwrap();
+    for i in 0..5 {
+        store
+            .append(new_message(id, alice, &format!("m{i}")))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.conversation(id, bob).await.unwrap().unread_count,
+        Some(5)
+    );
+    assert_eq!(
+        store.conversation(id, alice).await.unwrap().unread_count,
+        Some(0)
+    );
+    let receipt = store.mark(bob, id, None, Some(3)).await.unwrap();
+    assert_eq!((receipt.delivered_seq, receipt.read_seq), (3, 3));
+    let back = store.mark(bob, id, Some(1), Some(1)).await.unwrap();
+    assert_eq!((back.delivered_seq, back.read_seq), (3, 3));
+    let past_end = store.mark(bob, id, Some(99), None).await.unwrap();
+    assert_eq!(past_end.delivered_seq, 5);
+    assert_eq!(
+        store.conversation(id, bob).await.unwrap().unread_count,
+        Some(2)
+    );
+}
+
+pub async fn history_pages_both_ways(store: &dyn Store) {
+    let (alice, bob) = (user(store, "alice").await, user(store, "bob").await);
+    let (id, _) = store.create_direct(alice, bob, 1).await.unwrap();
+    for i in 1..=10 {
+        store
+            .append(new_message(id, alice, &format!("m{i}")))
+            .await
+            .unwrap();
+    }
+    let seqs = |page: &natter_proto::HistoryPage| -> Vec<u64> {
+        page.messages.iter().map(|m| m.seq).collect()
+    };
+    let newest = store.history(id, Some(11), None, None, 3).await.unwrap();
+    assert_eq!((seqs(&newest), newest.more), (vec![8, 9, 10], true));
+    let older = store.history(id, Some(8), None, None, 10).await.unwrap();
+    assert_eq!((seqs(&older), older.more), ((1..=7).collect(), false));
+    let after = store.history(id, None, Some(7), None, 2).await.unwrap();
+    assert_eq!((seqs(&after), after.more), (vec![8, 9], true));
+}
+
+pub async fn changes_since_a_cursor_are_found(store: &dyn Store) {
+    let (alice, bob, carol) = (
+        user(store, "alice").await,
+        user(store, "bob").await,
+        user(store, "carol").await,
+    );
+    let (ab, _) = store.create_direct(alice, bob, 1).await.unwrap();
+    let (ac, _) = store.create_direct(alice, carol, 1).await.unwrap();
+    store.append(new_message(ab, bob, "1")).await.unwrap();
+    let cursor = store.head().await.unwrap();
+    store.append(new_message(ac, carol, "2")).await.unwrap();
+    store.mark(alice, ab, None, Some(1)).await.unwrap();
+    let head = store.head().await.unwrap();
+    let changed = store.changed_since(alice, cursor, head).await.unwrap();
+    let mut ids: Vec<u64> = changed.iter().map(|c| c.id).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, vec![ab, ac]);
+    let messages = store
+        .messages_in_pos_range(ac, cursor, head, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(messages.len(), 1);
+    assert!(
+        store
+            .changed_since(alice, head, head)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub async fn commits_reach_the_listener_in_order(store: &dyn Store) {
+    let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let sink = seen.clone();
+    store.set_commit_listener(Arc::new(move |batch: CommitBatch| {
+        let mut sink = sink.lock().unwrap();
+        for event in batch.events {
+            if let Some(pos) = event.pos() {
+                sink.push(pos);
+            }
+            if let Event::Message(m) = event {
+                assert!(m.seq > 0);
+            }
+        }
+    }));
+    let (alice, bob) = (user(store, "alice").await, user(store, "bob").await);
+    let (id, _) = store.create_direct(alice, bob, 1).await.unwrap();
+    for i in 0..10 {
+        store
+            .append(new_message(id, alice, &format!("m{i}")))
+            .await
+            .unwrap();
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 11, "creation and ten messages");
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+}
+
+pub async fn concurrent_sends_get_distinct_consecutive_seqs(store: Arc<dyn Store>) {
+    let (alice, bob) = (user(&*store, "alice").await, user(&*store, "bob").await);
+    let (id, _) = store.create_direct(alice, bob, 1).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let sender = if i % 2 == 0 { alice } else { bob };
+            store
+                .append(new_message(id, sender, &format!("c{i}")))
+                .await
+                .unwrap()
+                .seq
+        }));
+    }
+    let mut seqs = Vec::new();
+    for task in tasks {
+        seqs.push(task.await.unwrap());
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=100).collect::<Vec<u64>>());
+}
+
+#[cfg(test)]
+mod sqlite {
+    use super::*;
+    use crate::{SqliteConfig, SqliteStore};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_passes_the_conformance_suite() {
+        let dir = std::env::temp_dir().join(format!("natter-conformance-{}", std::process::id()));
+        let counter = std::sync::atomic::AtomicUsize::new(0);
+        run_all(|| {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path = dir.join(format!("{n}.db"));
+            let _ = std::fs::remove_file(&path);
+            async move {
+                Arc::new(SqliteStore::open(SqliteConfig::new(path)).unwrap()) as Arc<dyn Store>
+            }
+        })
+        .await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reopened_database_keeps_its_messages_and_positions() {
+        let path = std::env::temp_dir().join(format!("natter-reopen-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let (id, alice, pos) = {
+            let store = SqliteStore::open(SqliteConfig::new(&path)).unwrap();
+            let alice = user(&store, "alice").await;
+            let bob = user(&store, "bob").await;
+            let (id, _) = store.create_direct(alice, bob, 1).await.unwrap();
+            let ack = store.append(new_message(id, alice, "kept")).await.unwrap();
+            (id, alice, ack.pos)
+        };
+        let store = SqliteStore::open(SqliteConfig::new(&path)).unwrap();
+        assert_eq!(store.head().await.unwrap(), pos);
+        let ack = store.append(new_message(id, alice, "next")).await.unwrap();
+        assert_eq!(ack.seq, 2);
+        assert!(ack.pos > pos);
+        let _ = std::fs::remove_file(&path);
+    }
+}
