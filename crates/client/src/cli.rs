@@ -1,5 +1,6 @@
-//! What the `natter` command does: `login`, `send` and `listen`, as plain async functions that
-//! print their results to stdout. The binary parses arguments and calls these.
+//! What the `natter` command does: `login`, `send` and `listen`, as plain async functions. The
+//! binary parses arguments, calls these and prints what `login` and `send` return; `listen`
+//! prints its events to stdout itself.
 //!
 //! The config file is JSON: `{"server": …, "token": …, "user": {…}, "state": {…}}`. The token is
 //! a secret, so the file is written readable by its owner only. `state` is where `listen` resumes.
@@ -100,7 +101,8 @@ pub fn save_config(path: &Path, config: &CliConfig) -> Result<(), ClientError> {
 }
 
 /// `natter login`: log in (registering the account first if it does not exist and
-/// `register_if_missing` is set) and save the server, token and user to `config_path`.
+/// `register_if_missing` is set) and save the server, token and user to `config_path`. Returns
+/// the login (user, device id, token) for the caller to report.
 pub async fn login(
     server: &str,
     username: &str,
@@ -155,21 +157,15 @@ pub async fn login(
             state,
         },
     )?;
-    println!(
-        "{} as {} (user {}) on {server}",
-        if registered {
-            "registered and logged in"
-        } else {
-            "logged in"
-        },
-        response.user.username,
-        response.user.id
-    );
+    if registered {
+        tracing::info!(username, "registered a new account");
+    }
     Ok(response)
 }
 
 /// `natter send`: send `text` to a user (`to` is a username: their direct conversation is created
-/// if needed) or to a conversation (`to` is `#<conversation_id>`), and print its `seq`.
+/// if needed) or to a conversation (`to` is `#<conversation_id>`) through the WebSocket outbox,
+/// and return the acknowledgement (its `seq` is what to print).
 pub async fn send(config_path: &Path, to: &str, text: &str) -> Result<Ack, ClientError> {
     let config = load_config(config_path)?;
     let rest = RestClient::new(&config.server)?.with_token(config.token.clone());
@@ -202,12 +198,6 @@ pub async fn send(config_path: &Path, to: &str, text: &str) -> Result<Ack, Clien
             )));
         }
     };
-    println!(
-        "sent to conversation {} as #{}{}",
-        ack.conversation_id,
-        ack.seq,
-        if ack.duplicate { " (already sent)" } else { "" }
-    );
     Ok(ack)
 }
 

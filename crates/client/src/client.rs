@@ -120,17 +120,24 @@ pub enum ClientEvent {
     Connected {
         /// The server address connected to.
         server: String,
+        /// The server's greeting: our user and device, and the limits to respect.
         hello: Hello,
     },
     /// The post-connect sync is complete: everything up to `cursor` has been delivered.
-    Synced { cursor: Pos },
+    Synced {
+        /// The cursor the sync ended at.
+        cursor: Pos,
+    },
     /// A message: each exactly once, in `seq` order within its conversation.
     Message(Message),
     /// Messages `first..=last` of a conversation will never be delivered: the server does not
     /// show them to this user (e.g. sent before they joined) or they could not be fetched.
     Skipped {
+        /// The conversation with the hole.
         conversation_id: ConversationId,
+        /// The first `seq` skipped.
         first: Seq,
+        /// The last `seq` skipped; delivery goes on after it.
         last: Seq,
     },
     /// A member's delivered/read markers moved.
@@ -139,9 +146,13 @@ pub enum ClientEvent {
     Conversation(Conversation),
     /// Someone started or stopped typing; an active indication expires after `ttl_ms`.
     Typing {
+        /// Where they type.
         conversation_id: ConversationId,
+        /// Who types.
         user_id: UserId,
+        /// True when they type, false when they stopped.
         active: bool,
+        /// How long an active indication lasts unless renewed.
         ttl_ms: u64,
     },
     /// A user came online or went offline.
@@ -149,9 +160,11 @@ pub enum ClientEvent {
     /// The connection was lost. With `reconnecting: false` the client has stopped for good
     /// (token revoked, or closed), and the event channel ends after this.
     Disconnected {
+        /// What happened, for humans.
         reason: String,
         /// The WebSocket close code, if the server sent one.
         code: Option<u16>,
+        /// True while the client will connect again by itself.
         reconnecting: bool,
     },
 }
@@ -238,6 +251,8 @@ impl Client {
     /// (no server, an unusable address); connection problems are retried, and reported as
     /// events.
     pub fn start(mut config: ClientConfig) -> Result<Client, ClientError> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| ClientError::Config("Client::start needs a Tokio runtime".into()))?;
         if config.servers.is_empty() {
             return Err(ClientError::Config("no server address".into()));
         }
@@ -262,7 +277,7 @@ impl Client {
             control_rx,
             send_rx,
         );
-        let task = tokio::spawn(driver.run());
+        let task = runtime.spawn(driver.run());
         Ok(Client {
             control: control_tx,
             sends: send_tx,
@@ -523,6 +538,7 @@ impl Driver {
 
     async fn run(mut self) {
         while !self.stopped {
+            self.on_timer();
             self.maybe_connect();
             self.pump();
             let wake = self.next_wakeup();
@@ -584,7 +600,8 @@ impl Driver {
                         self.enqueue(job);
                     }
                 }
-                () = tokio::time::sleep_until(sleep_until), if wake.is_some() => self.on_timer(),
+                // Deadlines are acted on at the top of the loop.
+                () = tokio::time::sleep_until(sleep_until), if wake.is_some() => {}
             }
         }
         self.drain_after_stop().await;
@@ -828,6 +845,14 @@ impl Driver {
             }));
         }
 
+        if !session.fills.is_empty() {
+            // A gap closed by a push or a sync page leaves its fill state behind; its failure
+            // count must not count against the next gap of that conversation.
+            let reorder = &self.reorder;
+            session
+                .fills
+                .retain(|&id, fill| fill.in_flight || reorder.gap(id).is_some());
+        }
         if !session.syncing && room && self.reorder.has_gaps() {
             let mut fills_in_flight = session.fills.values().filter(|f| f.in_flight).count();
             for gap in self.reorder.gaps() {
@@ -904,13 +929,18 @@ impl Driver {
         }
     }
 
+    /// The next deadline still ahead. Deadlines already past are left out: whatever they wait
+    /// for is blocked on something else (e.g. a sync retry on room in the event queue), and
+    /// waking up for them would spin.
     fn next_wakeup(&self) -> Option<Instant> {
-        let mut wake = self.reconnect_at;
+        let now = Instant::now();
+        let mut wake = None;
         let mut consider = |at: Option<Instant>| {
-            if let Some(at) = at {
-                wake = Some(wake.map_or(at, |w| w.min(at)));
+            if let Some(at) = at.filter(|&at| at > now) {
+                wake = Some(wake.map_or(at, |w: Instant| w.min(at)));
             }
         };
+        consider(self.reconnect_at);
         for (at, _) in &self.delayed {
             consider(Some(*at));
         }
@@ -923,9 +953,12 @@ impl Driver {
         wake
     }
 
+    /// Move delayed sends whose time has come back to the ready set. Reconnects, sync retries
+    /// and fill retries need nothing here: `maybe_connect` and `pump` read their deadlines.
     fn on_timer(&mut self) {
-        // Reconnects, sync retries and fill retries are picked up by `maybe_connect` and `pump`
-        // from their deadlines; only delayed sends need moving.
+        if self.delayed.is_empty() {
+            return;
+        }
         let now = Instant::now();
         let ready = &mut self.ready;
         let conn_up = self.conn.is_some();
@@ -1298,5 +1331,73 @@ async fn next_event(conn: &mut Option<Connection>) -> Option<ServerFrame> {
     match conn {
         Some(conn) => conn.next_event().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use natter_proto::ErrorBody;
+
+    fn api(code: ErrorCode, retry_after_ms: Option<u64>) -> ClientError {
+        ClientError::from_body(ErrorBody {
+            code,
+            message: String::new(),
+            retry_after_ms,
+        })
+    }
+
+    #[test]
+    fn starting_outside_a_runtime_is_an_error_not_a_panic() {
+        let err = Client::start(ClientConfig::new(["127.0.0.1:1"], "t")).unwrap_err();
+        assert!(matches!(err, ClientError::Config(_)));
+    }
+
+    #[tokio::test]
+    async fn a_config_without_usable_servers_is_refused() {
+        let none: [&str; 0] = [];
+        assert!(Client::start(ClientConfig::new(none, "t")).is_err());
+        assert!(Client::start(ClientConfig::new(["wss://tls.example"], "t")).is_err());
+    }
+
+    #[test]
+    fn rate_limits_are_retried_after_the_servers_delay() {
+        assert_eq!(
+            retry_delay(&api(ErrorCode::RateLimited, Some(250))),
+            Some(Duration::from_millis(250))
+        );
+        assert!(retry_delay(&api(ErrorCode::RateLimited, None)).is_some());
+        assert!(retry_delay(&api(ErrorCode::ShuttingDown, None)).is_some());
+    }
+
+    #[test]
+    fn refusals_are_final_and_connection_errors_end_the_session() {
+        for code in [
+            ErrorCode::NotMember,
+            ErrorCode::MessageTooLarge,
+            ErrorCode::InvalidRequest,
+            ErrorCode::Forbidden,
+        ] {
+            assert_eq!(retry_delay(&api(code, None)), None, "{code:?}");
+            assert!(!is_connection_error(&api(code, None)));
+        }
+        let gone = ClientError::Disconnected {
+            code: Some(1012),
+            reason: "restart".into(),
+        };
+        assert!(is_connection_error(&gone));
+        assert!(is_connection_error(&ClientError::Timeout("send".into())));
+        assert_eq!(retry_delay(&gone), None);
+    }
+
+    #[test]
+    fn config_defaults_follow_the_contract() {
+        let config = ClientConfig::new(["127.0.0.1:8080"], "t").with_state(ClientState {
+            cursor: 5,
+            delivered: HashMap::from([(1, 2)]),
+        });
+        assert!(config.sync);
+        assert_eq!(config.backoff, Backoff::default());
+        assert_eq!(config.state.map(|s| s.cursor), Some(5));
     }
 }

@@ -17,6 +17,8 @@
 //! Only `http://` and `ws://` are supported: TLS is expected to be terminated in front of the
 //! server.
 
+#![warn(missing_docs)]
+
 pub mod backoff;
 pub mod cli;
 pub mod client;

@@ -36,6 +36,7 @@ pub enum Fill {
 /// A run of missing messages that should be fetched with `history {after, limit}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gap {
+    /// The conversation missing messages.
     pub conversation_id: ConversationId,
     /// The highest contiguous `seq` delivered: fetch history after it.
     pub after: Seq,
@@ -325,6 +326,17 @@ mod tests {
         }
     }
 
+    /// The set of gapped conversations is a cache: it must match the tracks exactly.
+    fn check_gapped(r: &Reorderer) {
+        let expected: BTreeSet<ConversationId> = r
+            .tracks
+            .iter()
+            .filter(|(_, track)| track.has_gap())
+            .map(|(&id, _)| id)
+            .collect();
+        assert_eq!(r.gapped, expected);
+    }
+
     fn seqs(out: &[Message]) -> Vec<Seq> {
         out.iter().map(|m| m.seq).collect()
     }
@@ -506,7 +518,9 @@ mod tests {
         assert_eq!(r.skip_gap(1, &mut out), Some((2, 3)));
         assert_eq!(seqs(&out), [1, 4, 5]);
         assert_eq!(r.gap(1).map(|g| (g.after, g.until)), Some((5, 8)));
+        check_gapped(&r);
         assert_eq!(r.skip_gap(1, &mut out), Some((6, 7)));
+        check_gapped(&r);
         assert_eq!(seqs(&out), [1, 4, 5, 8]);
         assert_eq!(r.skip_gap(1, &mut out), None);
         assert_eq!(r.skip_gap(77, &mut out), None);
@@ -584,11 +598,13 @@ mod tests {
             let mut out = Vec::new();
             for message in input {
                 r.offer(message, &mut out);
+                check_gapped(&r);
             }
             // Anything dropped for lack of room comes back through gap filling.
             while let Some(gap) = r.gaps().first().copied() {
                 let page = page(gap.conversation_id, gap.after + 1..=gap.until);
                 r.fill(gap.conversation_id, gap.after, page, &mut out);
+                check_gapped(&r);
             }
             for conversation_id in 1..=3 {
                 let got: Vec<Seq> = out

@@ -723,3 +723,121 @@ async fn chaos_still_delivers_exactly_once_in_order() {
     let state = client.close().await;
     assert_eq!(state.delivered, totals);
 }
+
+/// A slow application with a tiny queue still gets everything, in order: the client stops
+/// reading instead of buffering without bound.
+#[tokio::test]
+async fn a_slow_application_gets_everything_in_order() {
+    let (addr, _world) = start_fake(world_with(&[(1, 120), (2, 80)], 25)).await;
+    let mut config = config(vec![addr]);
+    config.event_capacity = 4;
+    let mut client = Client::start(config).unwrap();
+    let mut events = client.events().unwrap();
+    let mut seen = Vec::new();
+    let result = tokio::time::timeout(WAIT, async {
+        while let Some(event) = events.recv().await {
+            if seen.len() % 10 == 0 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            let done = is_synced(&event);
+            seen.push(event);
+            if done {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(result.is_ok());
+    assert_eq!(delivered(&seen, 1), (1..=120).collect::<Vec<_>>());
+    assert_eq!(delivered(&seen, 2), (1..=80).collect::<Vec<_>>());
+    client.close().await;
+}
+
+/// The state returned by `close` covers exactly the events handed over: after draining the
+/// channel, a client resumed from it continues where the drained events stopped.
+#[tokio::test]
+async fn the_closing_state_matches_the_events_handed_over() {
+    let (addr, _world) = start_fake(world_with(&[(1, 60), (2, 60)], 10)).await;
+    let mut first = config(vec![addr.clone()]);
+    first.event_capacity = 8;
+    let mut client = Client::start(first).unwrap();
+    let mut events = client.events().unwrap();
+    let mut seen = collect_until(
+        &mut events,
+        |e| matches!(e, ClientEvent::Message(m) if m.conversation_id == 1 && m.seq == 20),
+    )
+    .await;
+    let state = client.close().await;
+    while let Some(event) = events.recv().await {
+        seen.push(event);
+    }
+    for id in [1, 2] {
+        let got = delivered(&seen, id);
+        assert_eq!(got, (1..=got.len() as Seq).collect::<Vec<_>>());
+        assert_eq!(state.delivered(id), got.len() as Seq, "conversation {id}");
+    }
+
+    // Resume: the rest arrives, nothing twice.
+    let mut client = Client::start(config(vec![addr]).with_state(state)).unwrap();
+    let mut events = client.events().unwrap();
+    let rest = collect_until(&mut events, is_synced).await;
+    for id in [1, 2] {
+        let mut all = delivered(&seen, id);
+        all.extend(delivered(&rest, id));
+        assert_eq!(all, (1..=60).collect::<Vec<_>>(), "conversation {id}");
+    }
+    client.close().await;
+}
+
+/// Dropping the event receiver is how a send-only user says it wants no events; the client
+/// keeps working and its state keeps up.
+#[tokio::test]
+async fn dropping_the_events_keeps_the_client_going() {
+    let (addr, _world) = start_fake(world_with(&[(1, 50)], 10)).await;
+    let mut client = Client::start(config(vec![addr])).unwrap();
+    drop(client.events());
+    let ack = tokio::time::timeout(
+        WAIT,
+        client.send(1, Content::Text { text: "hi".into() }, None),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(ack.seq, 51);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while client.state().delivered(1) < 51 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            client.state()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    client.close().await;
+}
+
+/// A send-only client does not sync, but its sends work.
+#[tokio::test]
+async fn a_send_only_client_does_not_sync() {
+    let (addr, world) = start_fake(world_with(&[(1, 5)], 10)).await;
+    let mut config = config(vec![addr]);
+    config.sync = false;
+    let mut client = Client::start(config).unwrap();
+    let mut events = client.events().unwrap();
+    let ack = tokio::time::timeout(
+        WAIT,
+        client.send(1, Content::Text { text: "hi".into() }, None),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(ack.seq, 6);
+    let state = client.close().await;
+    let mut seen = Vec::new();
+    while let Some(event) = events.recv().await {
+        seen.push(event);
+    }
+    assert!(delivered(&seen, 1).is_empty(), "{seen:?}");
+    assert_eq!(state, ClientState::default());
+    assert!(!world.lock().unwrap().commands.contains(&"sync".to_string()));
+}

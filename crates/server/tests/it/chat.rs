@@ -1,0 +1,368 @@
+//! Chat over real sockets: sends, acks, fan-out to every device, groups, receipts, sync.
+
+use std::time::Duration;
+
+use natter_proto::{Ack, Conversation, ServerFrame, SyncPage};
+use serde_json::json;
+
+use crate::harness::{Raw, Server, text};
+
+fn ack(value: serde_json::Value) -> Ack {
+    serde_json::from_value(value).expect("an ack")
+}
+
+fn conversation(value: serde_json::Value) -> Conversation {
+    serde_json::from_value(value).expect("a conversation")
+}
+
+#[tokio::test]
+async fn every_device_of_every_member_gets_every_message_once() {
+    let server = Server::start("fanout", &[]);
+    let alice = server.register("alice").await;
+    let alice_tablet = server.login("alice").await;
+    let bob = server.register("bob").await;
+    let mut a1 = Raw::connect(&server, &alice.token).await;
+    let mut a2 = Raw::connect(&server, &alice_tablet.token).await;
+    let mut b = Raw::connect(&server, &bob.token).await;
+
+    let direct = conversation(
+        a1.call(json!({"type": "create_direct", "user_id": bob.user.id}))
+            .await
+            .unwrap(),
+    );
+    let first = ack(a1
+        .call(json!({"type": "send", "conversation_id": direct.id, "client_msg_id": "m-1", "content": text("hi bob")}))
+        .await
+        .unwrap());
+    assert_eq!((first.seq, first.duplicate), (1, false));
+
+    for device in [&mut a2, &mut b] {
+        let frame = device
+            .expect_event(|f| matches!(f, ServerFrame::Message { .. }))
+            .await;
+        let ServerFrame::Message { cursor, message } = frame else {
+            unreachable!()
+        };
+        assert_eq!((message.seq, message.content.text()), (1, Some("hi bob")));
+        assert_eq!(cursor, message.pos);
+    }
+
+    // The same client message id again: the first ack, nothing stored, nothing pushed.
+    let again = ack(a1
+        .call(json!({"type": "send", "conversation_id": direct.id, "client_msg_id": "m-1", "content": text("hi bob")}))
+        .await
+        .unwrap());
+    assert_eq!(
+        (again.seq, again.pos, again.duplicate),
+        (first.seq, first.pos, true)
+    );
+    assert!(
+        !b.sees_within(Duration::from_millis(300), |f| matches!(
+            f,
+            ServerFrame::Message { .. }
+        ))
+        .await
+    );
+
+    let reply = ack(b
+        .call(json!({"type": "send", "conversation_id": direct.id, "client_msg_id": "b-1", "content": text("hello"), "reply_to": 1}))
+        .await
+        .unwrap());
+    assert_eq!(reply.seq, 2);
+    let frame = a2
+        .expect_event(|f| matches!(f, ServerFrame::Message { .. }))
+        .await;
+    let ServerFrame::Message { message, .. } = frame else {
+        unreachable!()
+    };
+    assert_eq!((message.seq, message.reply_to), (2, Some(1)));
+}
+
+#[tokio::test]
+async fn groups_follow_roles_and_outsiders_see_nothing() {
+    let server = Server::start("groups", &[]);
+    let owner = server.register("owner").await;
+    let bob = server.register("bob").await;
+    let carol = server.register("carol").await;
+    let mut o = Raw::connect(&server, &owner.token).await;
+    let mut b = Raw::connect(&server, &bob.token).await;
+    let mut c = Raw::connect(&server, &carol.token).await;
+
+    let group = conversation(
+        o.call(json!({"type": "create_group", "title": "team", "member_ids": [bob.user.id]}))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(group.members.len(), 2);
+    b.expect_event(|f| matches!(f, ServerFrame::Conversation { .. }))
+        .await;
+
+    // Carol is not a member: she can neither write, read nor watch.
+    let refused = c
+        .call(json!({"type": "send", "conversation_id": group.id, "client_msg_id": "c", "content": text("let me in")}))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code.as_str(), "not_member");
+    let refused = c
+        .call(json!({"type": "history", "conversation_id": group.id}))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code.as_str(), "not_member");
+    let refused = c
+        .call(json!({"type": "typing", "conversation_id": group.id}))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code.as_str(), "not_member");
+
+    // A plain member cannot add people; the owner can, and the new member hears of it.
+    let refused = b
+        .call(json!({"type": "add_members", "conversation_id": group.id, "user_ids": [carol.user.id]}))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code.as_str(), "forbidden");
+    o.call(
+        json!({"type": "add_members", "conversation_id": group.id, "user_ids": [carol.user.id]}),
+    )
+    .await
+    .unwrap();
+    c.expect_event(|f| matches!(f, ServerFrame::Conversation { conversation, .. } if conversation.id == group.id))
+        .await;
+    o.call(json!({"type": "send", "conversation_id": group.id, "client_msg_id": "o-1", "content": text("welcome")}))
+        .await
+        .unwrap();
+    c.expect_event(|f| matches!(f, ServerFrame::Message { message, .. } if message.content.text() == Some("welcome")))
+        .await;
+
+    // Removed, Carol stops hearing the group.
+    o.call(json!({"type": "remove_member", "conversation_id": group.id, "user_id": carol.user.id}))
+        .await
+        .unwrap();
+    c.expect_event(|f| matches!(f, ServerFrame::Conversation { .. }))
+        .await;
+    o.call(json!({"type": "send", "conversation_id": group.id, "client_msg_id": "o-2", "content": text("secret")}))
+        .await
+        .unwrap();
+    assert!(
+        !c.sees_within(Duration::from_millis(300), |f| {
+            matches!(f, ServerFrame::Message { message, .. } if message.content.text() == Some("secret"))
+        })
+        .await
+    );
+    let page = c
+        .call(json!({"type": "history", "conversation_id": group.id, "limit": 50}))
+        .await
+        .unwrap();
+    assert!(!page.to_string().contains("secret"));
+    assert!(page.to_string().contains("welcome"));
+
+    // The owner hands over ownership before leaving.
+    let refused = o
+        .call(json!({"type": "leave", "conversation_id": group.id}))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code.as_str(), "conflict");
+    o.call(json!({"type": "set_role", "conversation_id": group.id, "user_id": bob.user.id, "role": "owner"}))
+        .await
+        .unwrap();
+    o.call(json!({"type": "leave", "conversation_id": group.id}))
+        .await
+        .unwrap();
+    let list = b.call(json!({"type": "conversations"})).await.unwrap();
+    assert!(list.to_string().contains("\"role\":\"owner\""));
+}
+
+#[tokio::test]
+async fn receipts_reach_the_other_members_and_drive_unread_counts() {
+    let server = Server::start("receipts", &[]);
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let bob_phone = server.login("bob").await;
+    let mut a = Raw::connect(&server, &alice.token).await;
+    let mut b = Raw::connect(&server, &bob.token).await;
+    let mut b2 = Raw::connect(&server, &bob_phone.token).await;
+    let direct = conversation(
+        a.call(json!({"type": "create_direct", "user_id": bob.user.id}))
+            .await
+            .unwrap(),
+    );
+    for i in 0..3 {
+        a.call(json!({"type": "send", "conversation_id": direct.id, "client_msg_id": format!("m{i}"), "content": text("x")}))
+            .await
+            .unwrap();
+    }
+    let listed = b.call(json!({"type": "conversations"})).await.unwrap();
+    assert_eq!(listed["conversations"][0]["unread_count"], 3);
+
+    b.call(json!({"type": "mark", "conversation_id": direct.id, "delivered": 3, "read": 2}))
+        .await
+        .unwrap();
+    for device in [&mut a, &mut b2] {
+        let frame = device
+            .expect_event(|f| matches!(f, ServerFrame::Receipt { .. }))
+            .await;
+        let ServerFrame::Receipt { receipt, .. } = frame else {
+            unreachable!()
+        };
+        assert_eq!(
+            (receipt.user_id, receipt.delivered_seq, receipt.read_seq),
+            (bob.user.id, 3, 2)
+        );
+    }
+    let listed = b2.call(json!({"type": "conversations"})).await.unwrap();
+    assert_eq!(listed["conversations"][0]["unread_count"], 1);
+}
+
+#[tokio::test]
+async fn a_returning_device_syncs_what_it_missed_in_bounded_pages() {
+    let server = Server::start("sync", &[]);
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let carol = server.register("carol").await;
+    let mut a = Raw::connect(&server, &alice.token).await;
+    let ab = conversation(
+        a.call(json!({"type": "create_direct", "user_id": bob.user.id}))
+            .await
+            .unwrap(),
+    );
+    let ac = conversation(
+        a.call(json!({"type": "create_direct", "user_id": carol.user.id}))
+            .await
+            .unwrap(),
+    );
+
+    let mut b = Raw::connect(&server, &bob.token).await;
+    let first: SyncPage =
+        serde_json::from_value(b.call(json!({"type": "sync", "cursor": 0})).await.unwrap())
+            .unwrap();
+    assert!(!first.more);
+    drop(b);
+
+    for i in 0..25 {
+        a.call(json!({"type": "send", "conversation_id": ab.id, "client_msg_id": format!("ab{i}"), "content": text("for bob")}))
+            .await
+            .unwrap();
+        a.call(json!({"type": "send", "conversation_id": ac.id, "client_msg_id": format!("ac{i}"), "content": text("for carol")}))
+            .await
+            .unwrap();
+    }
+
+    let mut b = Raw::connect(&server, &bob.token).await;
+    let mut cursor = first.cursor;
+    let mut seqs = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page: SyncPage = serde_json::from_value(
+            b.call(json!({"type": "sync", "cursor": cursor, "limit": 10}))
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        pages += 1;
+        assert!(
+            page.messages.len() <= 11,
+            "a page holds about `limit` items"
+        );
+        assert!(page.cursor >= cursor);
+        for message in &page.messages {
+            assert_eq!(message.conversation_id, ab.id, "only bob's conversations");
+            seqs.push(message.seq);
+        }
+        cursor = page.cursor;
+        if !page.more {
+            break;
+        }
+    }
+    assert!(pages >= 3);
+    assert_eq!(seqs, (1..=25).collect::<Vec<u64>>());
+    let empty: SyncPage = serde_json::from_value(
+        b.call(json!({"type": "sync", "cursor": cursor}))
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(empty.messages.is_empty() && !empty.more);
+}
+
+#[tokio::test]
+async fn presence_and_typing_reach_only_those_who_share_a_conversation() {
+    let server = Server::start("presence", &[]);
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let eve = server.register("eve").await;
+    server
+        .rest()
+        .with_token(&alice.token)
+        .create_conversation(&natter_proto::CreateConversationRequest::Direct {
+            user_id: bob.user.id,
+        })
+        .await
+        .unwrap();
+    let mut b = Raw::connect(&server, &bob.token).await;
+    let mut e = Raw::connect(&server, &eve.token).await;
+    let mut a = Raw::connect(&server, &alice.token).await;
+
+    b.expect_event(
+        |f| matches!(f, ServerFrame::Presence(p) if p.user_id == alice.user.id && p.online),
+    )
+    .await;
+    let conversations = a.call(json!({"type": "conversations"})).await.unwrap();
+    let id = conversations["conversations"][0]["id"].as_u64().unwrap();
+    a.call(json!({"type": "typing", "conversation_id": id}))
+        .await
+        .unwrap();
+    b.expect_event(|f| matches!(f, ServerFrame::Typing { user_id, active: true, .. } if *user_id == alice.user.id))
+        .await;
+    assert!(
+        !e.sees_within(Duration::from_millis(300), |f| {
+            matches!(f, ServerFrame::Presence(_) | ServerFrame::Typing { .. })
+        })
+        .await
+    );
+
+    let presence = e
+        .call(json!({"type": "presence", "user_ids": [alice.user.id]}))
+        .await
+        .unwrap();
+    assert_eq!(
+        presence["presence"].as_array().unwrap().len(),
+        0,
+        "eve may not see alice"
+    );
+    let presence = b
+        .call(json!({"type": "presence", "user_ids": [alice.user.id]}))
+        .await
+        .unwrap();
+    assert_eq!(presence["presence"][0]["online"], true);
+
+    drop(a);
+    b.expect_event(
+        |f| matches!(f, ServerFrame::Presence(p) if p.user_id == alice.user.id && !p.online),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_revoked_device_is_disconnected_and_its_token_refused() {
+    let server = Server::start("devices", &[]);
+    let alice = server.register("alice").await;
+    let laptop = server.login("alice").await;
+    let mut phone = Raw::connect(&server, &alice.token).await;
+    let mut other = Raw::connect(&server, &laptop.token).await;
+    let devices = phone.call(json!({"type": "devices"})).await.unwrap();
+    assert_eq!(devices["devices"].as_array().unwrap().len(), 2);
+    phone
+        .call(json!({"type": "revoke_device", "device_id": laptop.device_id}))
+        .await
+        .unwrap();
+    assert_eq!(
+        other.close_code().await,
+        Some(natter_proto::close_code::REVOKED)
+    );
+    let refused = server
+        .rest()
+        .with_token(&laptop.token)
+        .me()
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("unauthorized"), "{refused}");
+}

@@ -1,0 +1,126 @@
+//! The process: health, metrics, limits on connections, slow readers, and a clean shutdown.
+
+use std::time::Duration;
+
+use natter_proto::{ServerFrame, close_code};
+use serde_json::json;
+
+use crate::harness::{Raw, Server, http_get, text};
+
+#[tokio::test]
+async fn health_metrics_and_openapi_are_served() {
+    let server = Server::start("health", &[]);
+    assert_eq!(http_get(server.port, "/healthz").await.0, 200);
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let mut a = Raw::connect(&server, &alice.token).await;
+    let direct = a
+        .call(json!({"type": "create_direct", "user_id": bob.user.id}))
+        .await
+        .unwrap();
+    a.call(json!({"type": "send", "conversation_id": direct["id"], "client_msg_id": "m", "content": text("hi")}))
+        .await
+        .unwrap();
+    let metrics = server.metrics().await;
+    for line in [
+        "natter_connections_open 1",
+        "natter_messages_committed_total 1",
+        "natter_send_ack_seconds_count 1",
+        "natter_store_commit_seconds_count",
+        "natter_slow_reader_disconnects_total 0",
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
+    let (status, openapi) = http_get(server.port, "/v1/openapi.json").await;
+    assert_eq!(status, 200);
+    let openapi: serde_json::Value = serde_json::from_str(&openapi).unwrap();
+    assert!(openapi["paths"]["/v1/sync"].is_object());
+}
+
+#[tokio::test]
+async fn connections_past_the_limit_get_503_while_the_others_keep_working() {
+    let server = Server::start("full", &["--connections-max", "2"]);
+    let alice = server.register("alice").await;
+    let mut first = Raw::connect(&server, &alice.token).await;
+    let _second = Raw::connect(&server, &alice.token).await;
+    let result = tokio_tungstenite::connect_async(server.ws_url(&alice.token)).await;
+    let Err(tokio_tungstenite::tungstenite::Error::Http(response)) = result else {
+        panic!("expected 503, got {result:?}");
+    };
+    assert_eq!(response.status().as_u16(), 503);
+    first.call(json!({"type": "ping"})).await.unwrap();
+    assert!(
+        server
+            .metrics()
+            .await
+            .contains("natter_connections_refused_total 1")
+    );
+}
+
+#[tokio::test]
+async fn sigterm_asks_clients_to_reconnect_and_exits_cleanly() {
+    let mut server = Server::start("sigterm", &[]);
+    let alice = server.register("alice").await;
+    let mut a = Raw::connect(&server, &alice.token).await;
+    a.call(json!({"type": "ping"})).await.unwrap();
+    let status = {
+        let terminate = tokio::task::spawn_blocking(move || {
+            let status = server.terminate();
+            (server, status)
+        });
+        let frame = a
+            .expect_event(|f| matches!(f, ServerFrame::Reconnect { .. }))
+            .await;
+        assert!(matches!(frame, ServerFrame::Reconnect { .. }));
+        assert_eq!(a.close_code().await, Some(close_code::SERVICE_RESTART));
+        terminate.await.unwrap().1
+    };
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[tokio::test]
+async fn a_reader_that_stops_reading_is_disconnected_and_others_are_not_held_up() {
+    let server = Server::start(
+        "slow",
+        &[
+            "--outbound-queue-frames-max",
+            "16",
+            "--sends-per-second",
+            "100000",
+        ],
+    );
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let bob_phone = server.login("bob").await;
+    let mut a = Raw::connect(&server, &alice.token).await;
+    let direct = a
+        .call(json!({"type": "create_direct", "user_id": bob.user.id}))
+        .await
+        .unwrap();
+    let id = direct["id"].as_u64().unwrap();
+    // Bob's laptop connects and never reads again; his phone reads everything.
+    let _stalled = Raw::connect(&server, &bob.token).await;
+    let mut phone = Raw::connect(&server, &bob_phone.token).await;
+    let body = "z".repeat(15_000);
+    let mut disconnected = false;
+    for i in 0..600 {
+        a.call(json!({"type": "send", "conversation_id": id, "client_msg_id": format!("s{i}"), "content": text(&body)}))
+            .await
+            .unwrap();
+        phone
+            .expect_event(|f| matches!(f, ServerFrame::Message { .. }))
+            .await;
+        if i % 50 == 49
+            && server
+                .metrics()
+                .await
+                .contains("natter_slow_reader_disconnects_total 1")
+        {
+            disconnected = true;
+            break;
+        }
+    }
+    assert!(disconnected, "the stalled reader was never disconnected");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    a.call(json!({"type": "ping"})).await.unwrap();
+}

@@ -1,0 +1,8 @@
+//! Integration tests: a real `natter serve` process on an ephemeral port, real sockets.
+//! One test binary (modules, not files in `tests/`) so that it links once.
+
+mod bad_input;
+mod chat;
+mod delivery;
+mod harness;
+mod lifecycle;
