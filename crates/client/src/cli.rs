@@ -5,13 +5,14 @@
 //! The config file is JSON: `{"server": …, "token": …, "user": {…}, "state": {…}}`. The token is
 //! a secret, so the file is written readable by its owner only. `state` is where `listen` resumes.
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use natter_proto::{
-    Ack, Content, ConversationId, ConversationKind, CreateConversationRequest, ErrorCode,
-    LoginRequest, LoginResponse, RegisterRequest, SystemEvent, User, UserId,
+    Ack, Content, Conversation, ConversationId, ConversationKind, CreateConversationRequest,
+    ErrorCode, LoginRequest, LoginResponse, RegisterRequest, SystemEvent, User, UserId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +25,8 @@ use crate::state::ClientState;
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often `listen` saves its state, so that a crash loses little.
 const SAVE_INTERVAL: Duration = Duration::from_secs(5);
+/// How long `listen` waits for the members of a conversation, to name a sender.
+const NAME_LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// The device name the CLI logs in with.
 const DEVICE_NAME: &str = "natter-cli";
 
@@ -41,11 +44,13 @@ pub struct CliConfig {
     pub state: Option<ClientState>,
 }
 
-/// The config file to use: `$NATTER_CONFIG`, else `$XDG_CONFIG_HOME/natter/client.json`, else
-/// `~/.config/natter/client.json` (else `natter-client.json` here, when there is no home).
+/// The config file to use: `$NATTER_CLIENT_CONFIG`, else `$XDG_CONFIG_HOME/natter/client.json`,
+/// else `~/.config/natter/client.json` (else `natter-client.json` here, when there is no home).
+///
+/// Not `$NATTER_CONFIG`: that names the server's TOML file, which `login` would overwrite.
 pub fn default_config_path() -> PathBuf {
     let var = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
-    if let Some(path) = var("NATTER_CONFIG") {
+    if let Some(path) = var("NATTER_CLIENT_CONFIG") {
         return PathBuf::from(path);
     }
     if let Some(dir) = var("XDG_CONFIG_HOME") {
@@ -158,7 +163,7 @@ pub async fn login(
         },
     )?;
     if registered {
-        tracing::info!(username, "registered a new account");
+        tracing::debug!(username, "registered a new account");
     }
     Ok(response)
 }
@@ -225,6 +230,10 @@ pub async fn listen(config_path: &Path) -> Result<(), ClientError> {
     };
     let mut names = Names::default();
     names.learn_user(&config.user);
+    // Senders are named from conversation events; a resumed `listen` may not get those for
+    // conversations that did not change, so unknown names are looked up once per conversation.
+    let rest = RestClient::new(&config.server)?.with_token(config.token.clone());
+    let mut looked_up = HashSet::new();
     let mut stopped: Option<ClientError> = None;
     let mut saved = config.state.clone().unwrap_or_default();
     let mut save_timer = tokio::time::interval(SAVE_INTERVAL);
@@ -235,9 +244,10 @@ pub async fn listen(config_path: &Path) -> Result<(), ClientError> {
         tokio::select! {
             event = events.recv() => match event {
                 Some(event) => {
-                    if let ClientEvent::Disconnected { reconnecting: false, reason, code } = &event {
-                        stopped = Some(ClientError::Disconnected { code: *code, reason: reason.clone() });
+                    if matches!(event, ClientEvent::Disconnected { reconnecting: false, .. }) {
+                        stopped = client.stopped();
                     }
+                    learn_names(&mut names, &rest, &mut looked_up, &event).await;
                     if !print_event(&mut names, &event) {
                         break;
                     }
@@ -271,6 +281,34 @@ pub async fn listen(config_path: &Path) -> Result<(), ClientError> {
     }
 }
 
+/// Look up the members of the conversation of an event whose user we cannot name yet.
+async fn learn_names(
+    names: &mut Names,
+    rest: &RestClient,
+    looked_up: &mut HashSet<ConversationId>,
+    event: &ClientEvent,
+) {
+    let (conversation_id, user_id) = match event {
+        ClientEvent::Message(message) => (message.conversation_id, message.sender_id),
+        ClientEvent::Receipt(receipt) => (receipt.conversation_id, receipt.user_id),
+        ClientEvent::Typing {
+            conversation_id,
+            user_id,
+            ..
+        } => (*conversation_id, *user_id),
+        _ => return,
+    };
+    if names.knows(user_id) || !looked_up.insert(conversation_id) {
+        return;
+    }
+    let lookup = tokio::time::timeout(NAME_LOOKUP_TIMEOUT, rest.conversation(conversation_id));
+    match lookup.await {
+        Ok(Ok(conversation)) => names.learn_conversation(&conversation),
+        Ok(Err(error)) => tracing::debug!(conversation_id, %error, "cannot look up members"),
+        Err(_) => tracing::debug!(conversation_id, "member lookup timed out"),
+    }
+}
+
 /// Print one event; false when stdout is gone (e.g. a closed pipe), which ends `listen`.
 fn print_event(names: &mut Names, event: &ClientEvent) -> bool {
     names.learn(event);
@@ -296,13 +334,21 @@ impl Names {
     pub fn learn(&mut self, event: &ClientEvent) {
         match event {
             ClientEvent::Connected { hello, .. } => self.learn_user(&hello.user),
-            ClientEvent::Conversation(conversation) => {
-                for member in &conversation.members {
-                    self.users.insert(member.user_id, member.username.clone());
-                }
-            }
+            ClientEvent::Conversation(conversation) => self.learn_conversation(conversation),
             _ => {}
         }
+    }
+
+    /// Remember the names of a conversation's members.
+    pub fn learn_conversation(&mut self, conversation: &Conversation) {
+        for member in &conversation.members {
+            self.users.insert(member.user_id, member.username.clone());
+        }
+    }
+
+    /// True when the user's name is known.
+    pub fn knows(&self, user_id: UserId) -> bool {
+        self.users.contains_key(&user_id)
     }
 
     /// A user's name, or `user <id>` when unknown.
@@ -437,7 +483,7 @@ fn describe_system(names: &Names, event: &SystemEvent) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use natter_proto::{Conversation, Member, Message, Presence, Role};
+    use natter_proto::{Member, Message, Presence, Role};
 
     fn names() -> Names {
         let mut names = Names::default();

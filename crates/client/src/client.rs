@@ -338,6 +338,11 @@ impl Client {
         lock(&self.shared.state).clone()
     }
 
+    /// Why the client stopped for good (credentials refused, token revoked, closed), if it did.
+    pub fn stopped(&self) -> Option<ClientError> {
+        lock(&self.shared.stopped).clone()
+    }
+
     /// True while a connection is up.
     pub fn is_connected(&self) -> bool {
         self.live.borrow().live().is_some()
@@ -628,7 +633,7 @@ impl Driver {
 
     fn on_connected(&mut self, conn: Connection) {
         let hello = conn.hello().clone();
-        tracing::info!(server = conn.server(), user = %hello.user.username, "connected");
+        tracing::debug!(server = conn.server(), user = %hello.user.username, "connected");
         // The new sync recomputes it; a cursor held back in an older session must not jump
         // ahead of this one's pages.
         self.deferred_cursor = 0;
@@ -672,7 +677,7 @@ impl Driver {
             return;
         }
         let server = &self.config.servers[self.server_index % self.config.servers.len()];
-        tracing::warn!(%server, %error, attempt = self.attempt, "connect failed");
+        tracing::debug!(%server, %error, attempt = self.attempt, "connect failed");
         self.schedule_reconnect();
     }
 
@@ -711,7 +716,7 @@ impl Driver {
         self.in_flight = FuturesUnordered::new();
         drop(conn);
         let revoked = code == Some(close_code::REVOKED);
-        tracing::info!(reason = %end.reason, ?code, "disconnected");
+        tracing::debug!(reason = %end.reason, ?code, "disconnected");
         self.push(ClientEvent::Disconnected {
             reason: end.reason.clone(),
             code,

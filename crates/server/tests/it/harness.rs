@@ -118,10 +118,6 @@ impl Server {
         child.wait().expect("wait")
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
-    }
-
     pub fn rest(&self) -> RestClient {
         RestClient::new(&self.url()).expect("rest client")
     }
@@ -282,10 +278,10 @@ impl Raw {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match tokio::time::timeout(left, self.ws.next()).await {
                 Ok(Some(Ok(WsMessage::Text(text)))) => {
-                    if let Ok(frame) = ServerFrame::decode_json(text.as_str()) {
-                        if want(&frame) {
-                            return true;
-                        }
+                    if let Ok(frame) = ServerFrame::decode_json(text.as_str())
+                        && want(&frame)
+                    {
+                        return true;
                     }
                 }
                 Ok(Some(Ok(_))) => continue,
