@@ -4,5 +4,7 @@
 //! same behaviour: what one node publishes reaches every sink, in publishing order.
 
 pub mod memory;
+pub mod nats;
 
 pub use memory::InProcessBroker;
+pub use nats::NatsBroker;

@@ -4,6 +4,8 @@
 //! them between nodes. Either way the order in which one node publishes is the order every sink
 //! sees.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use natter_proto::ConversationId;
@@ -14,7 +16,14 @@ use crate::Event;
 pub trait EventSink: Send + Sync {
     /// Must not block: it runs on the store's commit path.
     fn deliver(&self, event: Arc<Event>);
+
+    /// Events may have been lost between nodes (the broker lost its connection): every local
+    /// session must catch up by sync.
+    fn resync(&self) {}
 }
+
+/// A future the broker resolves once earlier subscriptions are in effect.
+pub type Flushed = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Carries events from the node that produced them to every node with an interested session.
 pub trait Broker: Send + Sync {
@@ -26,4 +35,9 @@ pub trait Broker: Send + Sync {
     fn unsubscribe(&self, conversation_id: ConversationId);
     /// Set the local sink; called once, when the sessions hub exists.
     fn attach(&self, sink: Arc<dyn EventSink>);
+    /// Resolves once every subscription asked for so far is in effect, so that a session told
+    /// "you are subscribed" cannot miss an event published after that.
+    fn flush(&self) -> Flushed {
+        Box::pin(std::future::ready(()))
+    }
 }

@@ -2,9 +2,12 @@
 //! order; ephemeral ones (typing, presence) are never stored.
 
 use natter_proto::{Conversation, ConversationId, Message, Pos, Presence, Receipt, UserId};
+use serde::{Deserialize, Serialize};
 
 /// One thing that happened, routed by the sessions layer to the devices that may see it.
-#[derive(Debug, Clone, PartialEq)]
+/// Serializable so that a cluster broker can carry it between nodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Event {
     /// A committed message; goes to every member.
     Message(Message),

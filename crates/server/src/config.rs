@@ -17,6 +17,13 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `crash` (survives kill -9) or `power` (also survives a power cut: fsync per commit group).
     pub durability: String,
+    /// `postgres://…` to share a PostgreSQL database with other nodes; absent: embedded SQLite
+    /// in `data_dir`.
+    pub database: Option<String>,
+    /// `nats://…` to fan events out to other nodes over NATS; absent: in-process (one node).
+    pub broker: Option<String>,
+    /// This node's name in the cluster (logs, NATS); absent: a random one at each start.
+    pub node_id: Option<String>,
     pub limits: Limits,
 }
 
@@ -64,6 +71,9 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./natter-data"),
             durability: "crash".into(),
+            database: None,
+            broker: None,
+            node_id: None,
             limits: Limits::default(),
         }
     }
@@ -111,6 +121,16 @@ impl Config {
                 "durability must be `crash` or `power`, not `{}`",
                 self.durability
             ));
+        }
+        if let Some(url) = &self.database
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err(format!("database must be a postgres:// URL, not `{url}`"));
+        }
+        if let Some(url) = &self.broker
+            && !url.starts_with("nats://")
+        {
+            return Err(format!("broker must be a nats:// URL, not `{url}`"));
         }
         let l = &self.limits;
         if l.message_bytes_max >= l.frame_bytes_max {

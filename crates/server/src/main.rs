@@ -75,6 +75,15 @@ struct ServeArgs {
     /// `crash` (default) or `power`.
     #[arg(long, env = "NATTER_DURABILITY")]
     durability: Option<String>,
+    /// `postgres://…`: share a PostgreSQL database with other nodes (default: embedded SQLite).
+    #[arg(long, env = "NATTER_DATABASE")]
+    database: Option<String>,
+    /// `nats://…`: fan events out between nodes over NATS (default: in-process).
+    #[arg(long, env = "NATTER_BROKER")]
+    broker: Option<String>,
+    /// This node's name in the cluster (default: random).
+    #[arg(long, env = "NATTER_NODE_ID")]
+    node_id: Option<String>,
     #[arg(long, env = "NATTER_FRAME_BYTES_MAX")]
     frame_bytes_max: Option<usize>,
     #[arg(long, env = "NATTER_MESSAGE_BYTES_MAX")]
@@ -169,6 +178,15 @@ fn serve_config(args: ServeArgs) -> Result<Config, String> {
     }
     if let Some(durability) = args.durability {
         config.durability = durability;
+    }
+    if args.database.is_some() {
+        config.database = args.database;
+    }
+    if args.broker.is_some() {
+        config.broker = args.broker;
+    }
+    if args.node_id.is_some() {
+        config.node_id = args.node_id;
     }
     config.validate()?;
     Ok(config)

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use natter_broker::InProcessBroker;
+use natter_broker::{InProcessBroker, NatsBroker};
 use natter_core::{Broker, Core, CoreConfig, Store};
 use natter_store::{Durability, SqliteConfig, SqliteStore};
 use tokio::net::TcpListener;
@@ -36,10 +36,20 @@ fn core_config(config: &Config) -> CoreConfig {
     }
 }
 
-/// Build the node's parts around a store.
+/// Build a single node's parts around a store, with the in-process broker.
 pub fn assemble(config: Config, store: Arc<dyn Store>) -> Arc<AppState> {
+    assemble_with(config, store, Arc::new(InProcessBroker::new()), true)
+}
+
+/// Build the node's parts around a store and a broker. `single_node`: events arrive in commit
+/// order, so live frames may carry cursors.
+pub fn assemble_with(
+    config: Config,
+    store: Arc<dyn Store>,
+    broker: Arc<dyn Broker>,
+    single_node: bool,
+) -> Arc<AppState> {
     let metrics = Arc::new(Metrics::new());
-    let broker: Arc<dyn Broker> = Arc::new(InProcessBroker::new());
     let core = Core::new(
         store,
         broker.clone(),
@@ -50,6 +60,7 @@ pub fn assemble(config: Config, store: Arc<dyn Store>) -> Arc<AppState> {
         broker.clone(),
         metrics.clone(),
         config.limits.typing_ttl_ms,
+        single_node,
     ));
     broker.attach(hub.clone());
     core.set_presence_source(hub.clone());
@@ -65,9 +76,38 @@ pub fn assemble(config: Config, store: Arc<dyn Store>) -> Arc<AppState> {
     })
 }
 
+/// Hold an exclusive lock on the data directory for the life of the process: two servers on
+/// one embedded database would each fan out only their own commits.
+fn lock_data_dir(config: &Config) -> Result<std::fs::File, String> {
+    use std::os::fd::AsRawFd;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| format!("cannot create {}: {e}", config.data_dir.display()))?;
+    let path = config.data_dir.join("natter.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    // SAFETY: flock on a descriptor we own; the lock lives as long as the file.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(format!(
+            "the data directory {} is in use by another `natter serve`",
+            config.data_dir.display()
+        ));
+    }
+    Ok(file)
+}
+
 /// Run `natter serve` until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> Result<(), String> {
     config.validate()?;
+    let _lock = if config.database.is_none() {
+        Some(lock_data_dir(&config)?)
+    } else {
+        None
+    };
     let store = open_store(&config)?;
     let listener = TcpListener::bind(config.listen)
         .await
@@ -75,7 +115,16 @@ pub async fn serve(config: Config) -> Result<(), String> {
     let address = listener
         .local_addr()
         .map_err(|e| format!("listener address: {e}"))?;
-    let app = assemble(config, Arc::new(store));
+    let (broker, single_node): (Arc<dyn Broker>, bool) = match &config.broker {
+        None => (Arc::new(InProcessBroker::new()), true),
+        Some(url) => {
+            let node_id = config.node_id.clone().unwrap_or_else(random_node_id);
+            let broker = NatsBroker::connect(url, &node_id).await?;
+            tracing::info!(node_id, url, "cluster broker connected");
+            (Arc::new(broker), false)
+        }
+    };
+    let app = assemble_with(config, Arc::new(store), broker, single_node);
 
     let janitor = app.clone();
     tokio::spawn(async move {
@@ -104,6 +153,10 @@ pub async fn serve(config: Config) -> Result<(), String> {
     .map_err(|e| format!("server: {e}"))?;
     tracing::info!("stopped");
     Ok(())
+}
+
+fn random_node_id() -> String {
+    format!("node-{:08x}", rand::random::<u32>())
 }
 
 /// Stop taking connections, ask every client to reconnect elsewhere, and wait (bounded) for the

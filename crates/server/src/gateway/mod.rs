@@ -5,6 +5,7 @@ pub mod error;
 pub mod limits;
 pub mod openapi;
 pub mod rest;
+pub mod web;
 pub mod ws;
 
 use std::sync::Arc;
@@ -43,6 +44,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/ws", get(ws::upgrade))
         .merge(rest::routes())
+        .merge(web::routes())
         .layer(DefaultBodyLimit::max(body_bytes_max))
         .with_state(state)
 }

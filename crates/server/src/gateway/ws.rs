@@ -145,7 +145,7 @@ impl Connection {
     async fn subscribe(&mut self) -> bool {
         let app = self.app.clone();
         let user = self.session.user.id;
-        match app.hub.attach(self.queue.clone()) {
+        let subscribed = match app.hub.attach(self.queue.clone()) {
             Attached::Ready => true,
             Attached::Load => match app.core.store().conversation_ids_of(user).await {
                 Ok(ids) => {
@@ -159,7 +159,12 @@ impl Connection {
                 }
             },
             Attached::Wait(mut done) => done.wait_for(|loaded| *loaded).await.is_ok(),
+        };
+        // In a cluster the broker's subscriptions must be in effect before the hello, too.
+        if subscribed {
+            app.hub.flush_subscriptions().await;
         }
+        subscribed
     }
 
     /// The connection's loop; returns why it ends (`None`: the client went away).

@@ -41,18 +41,23 @@ enum Outgoing<'a> {
 }
 
 /// Encode an event once, as the JSON frame every recipient gets.
-pub fn encode_event(event: &Event, typing_ttl_ms: u64) -> Utf8Bytes {
+///
+/// `stamp_cursors`: whether a live event's position is a safe cursor for its recipients. On one
+/// node events arrive in commit order, so it is; across nodes they may not, and the frames then
+/// carry cursor 0 ("no promise"), leaving cursors to sync.
+pub fn encode_event(event: &Event, typing_ttl_ms: u64, stamp_cursors: bool) -> Utf8Bytes {
+    let stamp = |pos: Pos| if stamp_cursors { pos } else { 0 };
     let outgoing = match event {
         Event::Message(message) => Outgoing::Message {
-            cursor: message.pos,
+            cursor: stamp(message.pos),
             message,
         },
         Event::Receipt(receipt) => Outgoing::Receipt {
-            cursor: receipt.pos,
+            cursor: stamp(receipt.pos),
             receipt,
         },
         Event::ConversationChanged { conversation, .. } => Outgoing::Conversation {
-            cursor: conversation.last_pos,
+            cursor: stamp(conversation.last_pos),
             conversation,
         },
         Event::Typing {
@@ -144,16 +149,30 @@ pub struct Hub {
     broker: Arc<dyn Broker>,
     metrics: Arc<Metrics>,
     typing_ttl_ms: u64,
+    stamp_cursors: bool,
 }
 
 impl Hub {
-    pub fn new(broker: Arc<dyn Broker>, metrics: Arc<Metrics>, typing_ttl_ms: u64) -> Hub {
+    /// `stamp_cursors`: true when events arrive in commit order (a single node), see
+    /// [`encode_event`].
+    pub fn new(
+        broker: Arc<dyn Broker>,
+        metrics: Arc<Metrics>,
+        typing_ttl_ms: u64,
+        stamp_cursors: bool,
+    ) -> Hub {
         Hub {
             state: RwLock::new(State::default()),
             broker,
             metrics,
             typing_ttl_ms,
+            stamp_cursors,
         }
+    }
+
+    /// Wait until the broker has every subscription asked for so far in effect.
+    pub async fn flush_subscriptions(&self) {
+        self.broker.flush().await
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
@@ -371,7 +390,7 @@ impl Hub {
         if queues.is_empty() {
             return;
         }
-        let frame = encode_event(event, self.typing_ttl_ms);
+        let frame = encode_event(event, self.typing_ttl_ms, self.stamp_cursors);
         if event.is_ephemeral() {
             for queue in queues {
                 queue.push_ephemeral(frame.clone());
@@ -387,6 +406,11 @@ impl Hub {
 }
 
 impl EventSink for Hub {
+    /// Events may have been lost on their way here: every session reconnects and syncs.
+    fn resync(&self) {
+        self.resync_all();
+    }
+
     fn deliver(&self, event: Arc<Event>) {
         let mut queues = Vec::new();
         match &*event {
@@ -448,6 +472,12 @@ impl EventSink for Hub {
     }
 }
 
+impl Hub {
+    fn resync_all(&self) {
+        self.close_all(CloseReason::Shutdown);
+    }
+}
+
 impl PresenceSource for Hub {
     fn presence(&self, users: &[UserId]) -> Vec<Presence> {
         let state = self.read();
@@ -474,7 +504,12 @@ mod tests {
 
     fn hub() -> Arc<Hub> {
         let broker = Arc::new(InProcessBroker::new());
-        let hub = Arc::new(Hub::new(broker.clone(), Arc::new(Metrics::new()), 5000));
+        let hub = Arc::new(Hub::new(
+            broker.clone(),
+            Arc::new(Metrics::new()),
+            5000,
+            true,
+        ));
         broker.attach(hub.clone());
         hub
     }

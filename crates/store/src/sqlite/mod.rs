@@ -297,6 +297,17 @@ fn commit_group(
             return (finishes, Err(db_error(e)));
         }
     };
+    // Read the position inside the write transaction: another process (`natter user create` on
+    // the same data directory) may have committed since.
+    let committed_pos = match tx.query_row("SELECT value FROM meta WHERE key = 'pos'", [], |r| {
+        r.get::<_, Pos>(0)
+    }) {
+        Ok(pos) => pos.max(committed_pos),
+        Err(e) => {
+            batch.clear();
+            return (finishes, Err(db_error(e)));
+        }
+    };
     let mut ctx = WriteCtx {
         conn: &tx,
         next_pos: committed_pos,
@@ -325,8 +336,13 @@ fn commit_group(
         finishes.push(finish);
     }
     let (pos, events, messages) = (ctx.next_pos, ctx.events, ctx.messages);
-    let outcome = tx
-        .execute("UPDATE meta SET value = ?1 WHERE key = 'pos'", [pos])
+    let record_pos = if pos != committed_pos {
+        tx.execute("UPDATE meta SET value = ?1 WHERE key = 'pos'", [pos])
+            .map(|_| ())
+    } else {
+        Ok(())
+    };
+    let outcome = record_pos
         .and_then(|_| tx.commit())
         .map(|_| (pos, events, messages))
         .map_err(db_error);
