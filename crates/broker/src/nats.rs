@@ -5,7 +5,8 @@
 //! loses events (NATS restarts), every local session is told to reconnect and sync.
 //!
 //! Subjects: `natter.conv.<id>` per conversation — a node subscribes only to the conversations
-//! its connected users are in — and `natter.presence`, which every node hears. An event is
+//! its connected users are in — and two that every node hears: `natter.presence`, and
+//! `natter.members` for membership changes that add users (their nodes are not subscribed yet). An event is
 //! delivered to the local hub at once and published for the other nodes; a node ignores its own
 //! publications when they come back.
 
@@ -25,6 +26,9 @@ use tokio::task::JoinHandle;
 /// (their clients catch up by gap filling and sync) and counted.
 const PUBLISH_QUEUE_MAX: usize = 100_000;
 const PRESENCE_SUBJECT: &str = "natter.presence";
+/// Membership changes that add users: the nodes of the added users are not subscribed to the
+/// conversation yet, so these go where every node hears them.
+const MEMBERSHIP_SUBJECT: &str = "natter.members";
 
 fn conversation_subject(id: ConversationId) -> String {
     format!("natter.conv.{id}")
@@ -97,8 +101,13 @@ impl NatsBroker {
             .subscribe(PRESENCE_SUBJECT)
             .await
             .map_err(|e| format!("cannot subscribe to presence: {e}"))?;
+        let membership = client
+            .subscribe(MEMBERSHIP_SUBJECT)
+            .await
+            .map_err(|e| format!("cannot subscribe to membership changes: {e}"))?;
         let node = node_id.to_string();
         tokio::spawn(forward(presence, node.clone(), sink.clone()));
+        tokio::spawn(forward(membership, node.clone(), sink.clone()));
         tokio::spawn(run_control(client, commands, node.clone(), sink.clone()));
         Ok(NatsBroker {
             node_id: node,
@@ -169,11 +178,15 @@ async fn run_control(
     while let Some(command) = commands.recv().await {
         match command {
             Control::Publish(event) => {
-                let subject = match event.conversation_id() {
-                    Some(id) if !matches!(*event, Event::Presence { .. }) => {
-                        conversation_subject(id)
+                let subject = match &*event {
+                    Event::Presence { .. } => PRESENCE_SUBJECT.to_string(),
+                    Event::ConversationChanged { added, .. } if !added.is_empty() => {
+                        MEMBERSHIP_SUBJECT.to_string()
                     }
-                    _ => PRESENCE_SUBJECT.to_string(),
+                    other => match other.conversation_id() {
+                        Some(id) => conversation_subject(id),
+                        None => PRESENCE_SUBJECT.to_string(),
+                    },
                 };
                 let envelope = Envelope {
                     node: std::borrow::Cow::Borrowed(&node),

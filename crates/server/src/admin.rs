@@ -1,10 +1,10 @@
-//! `natter user …`: administration that works directly on a data directory.
+//! `natter user …`: administration that works directly on a node's database (the data
+//! directory's SQLite file, or PostgreSQL with `--database`).
 
 use std::io::BufRead;
 use std::sync::Arc;
 
 use natter_core::Store;
-use natter_core::store::AccountStore;
 
 use crate::config::Config;
 use crate::node::{assemble, open_store};
@@ -29,7 +29,7 @@ pub async fn create_user(
     password: &str,
     display_name: Option<&str>,
 ) -> Result<(), String> {
-    let store: Arc<dyn Store> = Arc::new(open_store(&config)?);
+    let store: Arc<dyn Store> = open_store(&config).await?;
     let app = assemble(config, store);
     let user = app
         .core
@@ -41,7 +41,7 @@ pub async fn create_user(
 }
 
 pub async fn list_users(config: Config) -> Result<(), String> {
-    let store = open_store(&config)?;
+    let store = open_store(&config).await?;
     let users = store.list_users().await.map_err(|e| e.to_string())?;
     println!(
         "{:>6}  {:<32}  {:<32}  status",
@@ -64,7 +64,7 @@ pub async fn list_users(config: Config) -> Result<(), String> {
 }
 
 pub async fn set_disabled(config: Config, username: &str, disabled: bool) -> Result<(), String> {
-    let store = open_store(&config)?;
+    let store = open_store(&config).await?;
     let name = natter_core::auth::normalize_username(username).map_err(|e| e.to_string())?;
     store
         .set_user_disabled(&name, disabled)

@@ -24,9 +24,14 @@ struct Cli {
 enum Command {
     /// Run the server (embedded SQLite and in-process broker by default).
     Serve(ServeArgs),
-    /// Manage users directly in a data directory.
+    /// Manage users directly in a node's database.
     #[command(subcommand)]
     User(UserCommand),
+    /// Apply schema migrations to the database (they also run at every start).
+    Migrate {
+        #[command(flatten)]
+        data: DataArgs,
+    },
     /// Log in to a server (and register with --register) and remember the session.
     Login {
         username: String,
@@ -63,6 +68,9 @@ struct DataArgs {
     config: Option<PathBuf>,
     #[arg(long, env = "NATTER_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// `postgres://…`: the cluster's PostgreSQL database (default: SQLite in the data directory).
+    #[arg(long, env = "NATTER_DATABASE")]
+    database: Option<String>,
 }
 
 #[derive(Args)]
@@ -75,9 +83,6 @@ struct ServeArgs {
     /// `crash` (default) or `power`.
     #[arg(long, env = "NATTER_DURABILITY")]
     durability: Option<String>,
-    /// `postgres://…`: share a PostgreSQL database with other nodes (default: embedded SQLite).
-    #[arg(long, env = "NATTER_DATABASE")]
-    database: Option<String>,
     /// `nats://…`: fan events out between nodes over NATS (default: in-process).
     #[arg(long, env = "NATTER_BROKER")]
     broker: Option<String>,
@@ -147,6 +152,10 @@ fn load_config(data: &DataArgs) -> Result<Config, String> {
     if let Some(dir) = &data.data_dir {
         config.data_dir = dir.clone();
     }
+    if data.database.is_some() {
+        config.database = data.database.clone();
+    }
+    config.validate()?;
     Ok(config)
 }
 
@@ -179,9 +188,6 @@ fn serve_config(args: ServeArgs) -> Result<Config, String> {
     if let Some(durability) = args.durability {
         config.durability = durability;
     }
-    if args.database.is_some() {
-        config.database = args.database;
-    }
     if args.broker.is_some() {
         config.broker = args.broker;
     }
@@ -213,6 +219,10 @@ async fn run(cli: Cli) -> Result<(), String> {
                 display_name.as_deref(),
             )
             .await
+        }
+        Command::Migrate { data } => {
+            println!("{}", node::migrate(&load_config(&data)?).await?);
+            Ok(())
         }
         Command::User(UserCommand::List { data }) => admin::list_users(load_config(&data)?).await,
         Command::User(UserCommand::Disable {

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use natter_broker::{InProcessBroker, NatsBroker};
 use natter_core::{Broker, Core, CoreConfig, Store};
-use natter_store::{Durability, SqliteConfig, SqliteStore};
+use natter_store::postgres::redact;
+use natter_store::{Durability, PostgresConfig, PostgresStore, SqliteConfig, SqliteStore};
 use tokio::net::TcpListener;
 
 use crate::config::Config;
@@ -18,12 +19,46 @@ use crate::sessions::{CloseReason, Hub};
 /// The database file inside the data directory.
 pub const DATABASE_FILE: &str = "natter.db";
 
-/// Open the embedded store of a data directory.
-pub fn open_store(config: &Config) -> Result<SqliteStore, String> {
+/// Open the node's store: PostgreSQL when `database` is set, else the embedded SQLite database
+/// of the data directory.
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, String> {
+    if let Some(url) = &config.database {
+        let mut postgres = PostgresConfig::new(url.clone());
+        postgres.commit_group_max = config.limits.commit_group_max;
+        let store = PostgresStore::open(postgres)
+            .await
+            .map_err(|e| format!("PostgreSQL at {}: {e}", redact(url)))?;
+        return Ok(Arc::new(store));
+    }
     let mut sqlite = SqliteConfig::new(config.data_dir.join(DATABASE_FILE));
     sqlite.durability = Durability::parse(&config.durability).unwrap_or_default();
     sqlite.commit_group_max = config.limits.commit_group_max;
-    SqliteStore::open(sqlite).map_err(|e| e.to_string())
+    Ok(Arc::new(
+        SqliteStore::open(sqlite).map_err(|e| e.to_string())?,
+    ))
+}
+
+/// `natter migrate`: bring the configured database to the newest schema and say which it is.
+pub async fn migrate(config: &Config) -> Result<String, String> {
+    match &config.database {
+        Some(url) => {
+            let version = natter_store::postgres::migrate(url)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(format!(
+                "PostgreSQL at {}: schema version {version}",
+                redact(url)
+            ))
+        }
+        None => {
+            // Opening the embedded database applies its migrations.
+            open_store(config).await?;
+            Ok(format!(
+                "SQLite at {}: up to date",
+                config.data_dir.join(DATABASE_FILE).display()
+            ))
+        }
+    }
 }
 
 fn core_config(config: &Config) -> CoreConfig {
@@ -108,7 +143,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
     } else {
         None
     };
-    let store = open_store(&config)?;
+    let store = open_store(&config).await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
@@ -124,7 +159,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
             (Arc::new(broker), false)
         }
     };
-    let app = assemble_with(config, Arc::new(store), broker, single_node);
+    let app = assemble_with(config, store, broker, single_node);
 
     let janitor = app.clone();
     tokio::spawn(async move {

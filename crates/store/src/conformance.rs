@@ -419,3 +419,27 @@ mod sqlite {
         let _ = std::fs::remove_file(&path);
     }
 }
+
+#[cfg(all(test, feature = "postgres"))]
+mod postgres {
+    use super::*;
+    use crate::PostgresStore;
+    use crate::postgres::tests::TestDb;
+
+    /// Every check on a database of its own, on the server of `NATTER_TEST_POSTGRES_URL`; a
+    /// server that cannot be reached fails the test.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_passes_the_conformance_suite() {
+        let databases: Mutex<Vec<TestDb>> = Mutex::default();
+        let databases = &databases;
+        run_all(move || async move {
+            let db = TestDb::create().await;
+            let store = PostgresStore::open(db.config())
+                .await
+                .expect("open the PostgreSQL store");
+            databases.lock().unwrap().push(db);
+            Arc::new(store) as Arc<dyn Store>
+        })
+        .await;
+    }
+}

@@ -105,6 +105,9 @@ struct State {
     /// The connected members of each conversation that has any.
     conversations: HashMap<ConversationId, Vec<UserId>>,
     last_seen_ms: HashMap<UserId, u64>,
+    /// The newest presence heard for each user, from any node: what `presence` answers for
+    /// users who are not connected here.
+    heard: HashMap<UserId, Presence>,
     sessions_open: usize,
 }
 
@@ -456,6 +459,9 @@ impl EventSink for Hub {
                 presence,
                 conversation_ids,
             } => {
+                self.write()
+                    .heard
+                    .insert(presence.user_id, presence.clone());
                 let state = self.read();
                 let mut users: Vec<UserId> = Vec::new();
                 for id in conversation_ids {
@@ -483,14 +489,19 @@ impl PresenceSource for Hub {
         let state = self.read();
         users
             .iter()
-            .map(|user| Presence {
-                user_id: *user,
-                online: state.users.contains_key(user),
-                last_seen_at_ms: if state.users.contains_key(user) {
-                    None
-                } else {
-                    state.last_seen_ms.get(user).copied()
-                },
+            .map(|user| {
+                if state.users.contains_key(user) {
+                    return Presence {
+                        user_id: *user,
+                        online: true,
+                        last_seen_at_ms: None,
+                    };
+                }
+                state.heard.get(user).cloned().unwrap_or(Presence {
+                    user_id: *user,
+                    online: false,
+                    last_seen_at_ms: state.last_seen_ms.get(user).copied(),
+                })
             })
             .collect()
     }

@@ -42,25 +42,61 @@ type Acks = Arc<Mutex<HashMap<(UserId, String), Ack>>>;
 async fn acknowledged_messages_reach_every_member_device_once_in_order_across_kills() {
     let mut server = Server::start("delivery", &["--sends-per-second", "10000"]);
     let url = server.url();
+    let chaos = async move {
+        // Two kills, mid-traffic, on the same data directory and port.
+        for _ in 0..2 {
+            tokio::time::sleep(TRAFFIC / 3).await;
+            server = tokio::task::spawn_blocking(move || {
+                server.kill();
+                std::thread::sleep(Duration::from_millis(200));
+                server.restart();
+                server
+            })
+            .await
+            .unwrap();
+        }
+        tokio::time::sleep(TRAFFIC / 3).await;
+        server
+    };
+    let (report, _server) = check_delivery(vec![url], chaos).await;
+    eprintln!("delivery checker, one node, 2 kills: {report}");
+}
 
+/// Run the checker's traffic against `urls` (every device knows them all, starting at a
+/// different one) while `chaos` runs; traffic stops when `chaos` ends. Panics on any violation;
+/// returns a summary and what `chaos` returned.
+pub async fn check_delivery<T>(
+    urls: Vec<String>,
+    chaos: impl std::future::Future<Output = T>,
+) -> (String, T) {
+    let rest = natter_client::RestClient::new(&urls[0]).expect("rest client");
     let mut users = Vec::new();
     for i in 0..8 {
-        users.push(server.register(&format!("user{i}")).await);
+        users.push(
+            rest.register(&natter_proto::RegisterRequest {
+                username: format!("user{i}"),
+                password: "password-1".into(),
+                display_name: None,
+                device_name: None,
+            })
+            .await
+            .expect("register"),
+        );
     }
-    let rest = |i: usize| server.rest().with_token(&users[i].token);
+    let authed = |i: usize| rest.clone().with_token(&users[i].token);
     let group = |owner: usize, members: &[usize], title: &str| {
         let member_ids: Vec<UserId> = members.iter().map(|m| users[*m].user.id).collect();
         let request = CreateConversationRequest::Group {
             title: title.into(),
             member_ids,
         };
-        let client = rest(owner);
+        let client = authed(owner);
         async move { client.create_conversation(&request).await.unwrap().id }
     };
     let g1 = group(0, &[1, 2, 3], "g1").await;
     let g2 = group(3, &[4, 5], "g2").await;
     let g3 = group(5, &[6, 7, 0], "g3").await;
-    let direct = rest(1)
+    let direct = authed(1)
         .create_conversation(&CreateConversationRequest::Direct {
             user_id: users[6].user.id,
         })
@@ -79,7 +115,15 @@ async fn acknowledged_messages_reach_every_member_device_once_in_order_across_ki
     for (i, login) in users.iter().enumerate() {
         let mut tokens = vec![login.token.clone()];
         if [0, 3, 5].contains(&i) {
-            tokens.push(server.login(&login.user.username).await.token);
+            let second = rest
+                .login(&natter_proto::LoginRequest {
+                    username: login.user.username.clone(),
+                    password: "password-1".into(),
+                    device_name: Some("second".into()),
+                })
+                .await
+                .expect("login");
+            tokens.push(second.token);
         }
         for (d, token) in tokens.into_iter().enumerate() {
             devices.push(Device {
@@ -99,9 +143,11 @@ async fn acknowledged_messages_reach_every_member_device_once_in_order_across_ki
     let stop = Arc::new(AtomicBool::new(false));
     let acks: Acks = Acks::default();
     let mut tasks = Vec::new();
-    for device in &devices {
+    for (n, device) in devices.iter().enumerate() {
+        let mut device_urls = urls.clone();
+        device_urls.rotate_left(n % urls.len());
         tasks.push(tokio::spawn(run_device(
-            url.clone(),
+            device_urls,
             device.name.clone(),
             device.user,
             device.token.clone(),
@@ -112,19 +158,7 @@ async fn acknowledged_messages_reach_every_member_device_once_in_order_across_ki
         )));
     }
 
-    // Two kills, mid-traffic, on the same data directory and port.
-    for _ in 0..2 {
-        tokio::time::sleep(TRAFFIC / 3).await;
-        server = tokio::task::spawn_blocking(move || {
-            server.kill();
-            std::thread::sleep(Duration::from_millis(200));
-            server.restart();
-            server
-        })
-        .await
-        .unwrap();
-    }
-    tokio::time::sleep(TRAFFIC / 3).await;
+    let chaos_result = chaos.await;
     stop.store(true, Ordering::Relaxed);
     let mut stats = Vec::new();
     for task in tasks {
@@ -235,10 +269,11 @@ async fn acknowledged_messages_reach_every_member_device_once_in_order_across_ki
         .iter()
         .map(|d| d.received.lock().unwrap().len())
         .sum();
-    eprintln!(
-        "delivery checker: {} acks, {delivered} deliveries, {duplicates_checked} duplicate sends, {resumes} resumes, 2 kills",
+    let report = format!(
+        "{} acks, {delivered} deliveries, {duplicates_checked} duplicate sends, {resumes} resumes",
         acks.len()
     );
+    (report, chaos_result)
 }
 
 #[derive(Default)]
@@ -249,7 +284,7 @@ struct DeviceStats {
 
 #[allow(clippy::too_many_arguments)]
 async fn run_device(
-    url: String,
+    urls: Vec<String>,
     name: String,
     user: UserId,
     token: String,
@@ -264,7 +299,7 @@ async fn run_device(
     let mut state = None;
     let mut seeded = rand::rngs::StdRng::from_rng(&mut rand::rng());
     loop {
-        let mut config = ClientConfig::new([url.clone()], token.clone());
+        let mut config = ClientConfig::new(urls.clone(), token.clone());
         config.state = state.take();
         let mut client = Client::start(config).expect("client starts");
         let mut events = client.events().expect("event receiver");

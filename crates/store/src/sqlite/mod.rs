@@ -121,9 +121,10 @@ fn open_connection(path: &Path, durability: Durability) -> rusqlite::Result<Conn
     Ok(conn)
 }
 
+/// A database failure: the details go to the log, the client hears only that storage failed.
 pub(crate) fn db_error(e: rusqlite::Error) -> Error {
     tracing::error!(error = %e, "sqlite");
-    Error::internal(format!("storage error: {e}"))
+    Error::internal("storage error")
 }
 
 impl SqliteStore {
