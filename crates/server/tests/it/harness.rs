@@ -30,6 +30,8 @@ pub struct Server {
     pub data_dir: PathBuf,
     pub port: u16,
     args: Vec<String>,
+    /// The open-file limit to start the process with, if not inherited.
+    open_files_max: Option<u64>,
 }
 
 impl Server {
@@ -42,6 +44,20 @@ impl Server {
             data_dir,
             port: 0,
             args,
+            open_files_max: None,
+        };
+        server.spawn();
+        server
+    }
+
+    /// Start with a low open-file limit, to run out of file descriptors on purpose.
+    pub fn start_with_open_files_max(name: &str, args: &[&str], open_files_max: u64) -> Server {
+        let mut server = Server {
+            child: None,
+            data_dir: temp_dir(name),
+            port: 0,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            open_files_max: Some(open_files_max),
         };
         server.spawn();
         server
@@ -49,7 +65,24 @@ impl Server {
 
     fn spawn(&mut self) {
         let listen = format!("127.0.0.1:{}", self.port);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_natter"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_natter"));
+        if let Some(limit) = self.open_files_max {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe and touches only the child being started.
+            unsafe {
+                command.pre_exec(move || {
+                    let rlimit = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = command
             .arg("serve")
             .args(["--listen", &listen])
             .arg("--data-dir")

@@ -124,3 +124,37 @@ async fn a_reader_that_stops_reading_is_disconnected_and_others_are_not_held_up(
     tokio::time::sleep(Duration::from_millis(100)).await;
     a.call(json!({"type": "ping"})).await.unwrap();
 }
+
+#[tokio::test]
+async fn running_out_of_file_descriptors_neither_kills_nor_spins_the_server() {
+    // 128 descriptors, and a connection limit that will not stop the flood first.
+    let server = Server::start_with_open_files_max("emfile", &["--connections-max", "1000"], 128);
+    let alice = server.register("alice").await;
+    let mut a = Raw::connect(&server, &alice.token).await;
+
+    let mut flood = Vec::new();
+    for _ in 0..200 {
+        match tokio::net::TcpStream::connect(("127.0.0.1", server.port)).await {
+            Ok(stream) => flood.push(stream),
+            Err(_) => break,
+        }
+    }
+    // The kernel accepted them into the backlog; the server cannot take them all. It must go on
+    // serving the connections it has.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    a.call(json!({"type": "ping"})).await.unwrap();
+
+    drop(flood);
+    // Once descriptors are free again, new connections are served (the accept loop retries).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _) = crate::harness::http_get(server.port, "/healthz").await;
+        if status == 200 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no recovery");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut again = Raw::connect(&server, &alice.token).await;
+    again.call(json!({"type": "ping"})).await.unwrap();
+}
