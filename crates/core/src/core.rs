@@ -20,6 +20,8 @@ pub struct CoreConfig {
     pub message_bytes_max: usize,
     pub history_page_max: u32,
     pub sync_page_max: u32,
+    /// About how many bytes of messages one sync page may carry.
+    pub sync_page_bytes_max: usize,
     pub group_members_max: usize,
     pub title_chars_max: usize,
     pub client_msg_id_chars_max: usize,
@@ -32,6 +34,7 @@ impl Default for CoreConfig {
             message_bytes_max: 16 * 1024,
             history_page_max: 200,
             sync_page_max: 500,
+            sync_page_bytes_max: 1024 * 1024,
             group_members_max: 1000,
             title_chars_max: 128,
             client_msg_id_chars_max: 64,
@@ -324,6 +327,11 @@ impl Core {
         if user_ids.is_empty() {
             return Err(Error::invalid("user_ids must not be empty"));
         }
+        // Outsiders learn nothing, not even whether the conversation exists.
+        match self.store.membership(id, session.user.id).await? {
+            Some(m) if m.is_active() => {}
+            _ => return Err(Error::not_member()),
+        }
         let current = self.store.conversation(id, session.user.id).await?;
         if current.members.len() + user_ids.len() > self.config.group_members_max {
             return Err(Error::invalid(format!(
@@ -427,6 +435,7 @@ impl Core {
                 if text.trim().is_empty() {
                     return Err(Error::invalid("a text message must not be empty"));
                 }
+                in_range("reply_to", reply_to)?;
             }
             Content::System { .. } => {
                 return Err(Error::new(
@@ -455,10 +464,12 @@ impl Core {
         after: Option<Seq>,
         limit: Option<u32>,
     ) -> Result<HistoryPage> {
+        in_range("before", before)?;
+        in_range("after", after)?;
         let max_seq = self.readable(session, id).await?;
         let limit = limit
             .unwrap_or(self.config.history_page_max / 4)
-            .clamp(1, self.config.history_page_max);
+            .clamp(1, self.config.history_page_max.max(1));
         self.store.history(id, before, after, max_seq, limit).await
     }
 
@@ -472,6 +483,8 @@ impl Core {
         if delivered.is_none() && read.is_none() {
             return Err(Error::invalid("give `delivered`, `read` or both"));
         }
+        in_range("delivered", delivered)?;
+        in_range("read", read)?;
         self.store.mark(session.user.id, id, delivered, read).await
     }
 
@@ -482,9 +495,10 @@ impl Core {
         cursor: Pos,
         limit: Option<u32>,
     ) -> Result<SyncPage> {
+        in_range("cursor", Some(cursor))?;
         let limit = limit
             .unwrap_or(self.config.sync_page_max)
-            .clamp(1, self.config.sync_page_max);
+            .clamp(1, self.config.sync_page_max.max(1));
         // Read the head first: whatever commits later lies above it and waits for the next sync.
         let head = self.store.head().await?;
         let changed = self
@@ -507,7 +521,14 @@ impl Core {
                 Vec::new()
             });
         }
-        let plan = plan_sync_page(cursor, head, &changed, messages, limit as usize);
+        let plan = plan_sync_page(
+            cursor,
+            head,
+            &changed,
+            messages,
+            limit as usize,
+            self.config.sync_page_bytes_max,
+        );
         let mut conversations = Vec::with_capacity(plan.conversation_ids.len());
         for id in plan.conversation_ids {
             conversations.push(self.store.conversation(id, session.user.id).await?);
@@ -560,6 +581,17 @@ impl Core {
             None => Vec::new(),
         };
         Ok(PresenceList { presence })
+    }
+}
+
+/// Ids, seqs and cursors are stored as signed 64-bit integers: anything larger is invalid input.
+fn in_range(what: &str, value: Option<u64>) -> Result<()> {
+    match value {
+        Some(v) if v > i64::MAX as u64 => Err(Error::invalid(format!(
+            "`{what}` must be at most {}",
+            i64::MAX
+        ))),
+        _ => Ok(()),
     }
 }
 

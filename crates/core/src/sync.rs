@@ -20,8 +20,18 @@ pub struct SyncPlan {
     pub conversation_ids: Vec<ConversationId>,
 }
 
-/// Choose the `limit` earliest changes after `cursor` among `changed` (whose messages after the
-/// cursor, up to `head`, ascending and at most `limit + 1` each, are in `messages`).
+/// What an item is reckoned to weigh in a page, in bytes: its text plus the frame around it.
+fn weight(message: &Option<Message>) -> usize {
+    match message {
+        Some(m) => 256 + m.content.text().map_or(256, str::len),
+        None => 1024,
+    }
+}
+
+/// Choose the earliest changes after `cursor` among `changed` (whose messages after the cursor,
+/// up to `head`, ascending and at most `limit + 1` each, are in `messages`): at most `limit`
+/// items and, past the first item, at most about `bytes_max` bytes, so that a page of large
+/// messages stays a reasonable frame.
 ///
 /// A page never splits the items of one position, and its cursor is `head` when it took
 /// everything: nothing at or below `head` can appear later (the store guarantees it).
@@ -31,6 +41,7 @@ pub fn plan_sync_page(
     changed: &[ChangedConversation],
     messages: Vec<Vec<Message>>,
     limit: usize,
+    bytes_max: usize,
 ) -> SyncPlan {
     let limit = limit.max(1);
     // (pos, conversation, message): `None` is the conversation's state item.
@@ -49,8 +60,17 @@ pub fn plan_sync_page(
     }
     items.sort_by_key(|(pos, _, message)| (*pos, message.is_some()));
 
-    let (new_cursor, more) = if items.len() > limit {
-        let cutoff = items[limit - 1].0;
+    let mut taken = 0;
+    let mut bytes = 0;
+    while taken < items.len() && taken < limit {
+        bytes += weight(&items[taken].2);
+        if taken > 0 && bytes > bytes_max {
+            break;
+        }
+        taken += 1;
+    }
+    let (new_cursor, more) = if taken < items.len() {
+        let cutoff = items[taken - 1].0;
         items.retain(|(pos, _, _)| *pos <= cutoff);
         (cutoff, true)
     } else {
@@ -79,6 +99,8 @@ pub fn plan_sync_page(
 mod tests {
     use super::*;
     use natter_proto::Content;
+
+    const BYTES: usize = 1 << 20;
 
     fn message(conversation_id: ConversationId, seq: u64, pos: Pos) -> Message {
         Message {
@@ -110,6 +132,7 @@ mod tests {
             &[changed(1, 12, 5), changed(2, 15, 15)],
             vec![vec![message(1, 3, 12)], vec![message(2, 1, 15)]],
             100,
+            BYTES,
         );
         assert_eq!(plan.cursor, 20);
         assert!(!plan.more);
@@ -123,7 +146,14 @@ mod tests {
             vec![message(1, 1, 11), message(1, 2, 13), message(1, 3, 15)],
             vec![message(2, 1, 12), message(2, 2, 14)],
         ];
-        let plan = plan_sync_page(10, 30, &[changed(1, 15, 0), changed(2, 14, 0)], messages, 3);
+        let plan = plan_sync_page(
+            10,
+            30,
+            &[changed(1, 15, 0), changed(2, 14, 0)],
+            messages,
+            3,
+            BYTES,
+        );
         assert!(plan.more);
         assert_eq!(plan.cursor, 13);
         let positions: Vec<Pos> = plan.messages.iter().map(|m| m.pos).collect();
@@ -133,7 +163,14 @@ mod tests {
     #[test]
     fn items_of_one_position_are_never_split() {
         // A membership change writes a system message and a state change at the same position.
-        let plan = plan_sync_page(0, 9, &[changed(1, 5, 5)], vec![vec![message(1, 1, 5)]], 1);
+        let plan = plan_sync_page(
+            0,
+            9,
+            &[changed(1, 5, 5)],
+            vec![vec![message(1, 1, 5)]],
+            1,
+            BYTES,
+        );
         assert_eq!(plan.cursor, 5);
         assert_eq!(plan.messages.len(), 1);
         assert_eq!(plan.conversation_ids, vec![1]);
@@ -141,14 +178,41 @@ mod tests {
 
     #[test]
     fn changes_above_head_wait_for_a_later_sync() {
-        let plan = plan_sync_page(0, 5, &[changed(1, 7, 0)], vec![vec![message(1, 1, 7)]], 10);
+        let plan = plan_sync_page(
+            0,
+            5,
+            &[changed(1, 7, 0)],
+            vec![vec![message(1, 1, 7)]],
+            10,
+            BYTES,
+        );
         assert!(plan.messages.is_empty());
         assert_eq!(plan.cursor, 5);
     }
 
     #[test]
+    fn large_messages_end_a_page_early_but_never_leave_it_empty() {
+        let big = |seq: u64, pos: Pos| {
+            let mut m = message(1, seq, pos);
+            m.content = Content::Text {
+                text: "x".repeat(4000),
+            };
+            m
+        };
+        let plan = plan_sync_page(
+            0,
+            9,
+            &[changed(1, 3, 0)],
+            vec![vec![big(1, 1), big(2, 2), big(3, 3)]],
+            100,
+            5000,
+        );
+        assert_eq!((plan.messages.len(), plan.cursor, plan.more), (1, 1, true));
+    }
+
+    #[test]
     fn the_cursor_never_moves_back() {
-        let plan = plan_sync_page(50, 40, &[], vec![], 10);
+        let plan = plan_sync_page(50, 40, &[], vec![], 10, BYTES);
         assert_eq!(plan.cursor, 50);
     }
 }

@@ -61,7 +61,7 @@ pub struct Limits {
     pub write_timeout_ms: u64,
     /// On SIGTERM, how long to wait for connections to finish.
     pub shutdown_grace_ms: u64,
-    /// Most writes in one SQLite commit group.
+    /// Most writes in one commit group (SQLite or PostgreSQL).
     pub commit_group_max: usize,
 }
 
@@ -141,6 +141,18 @@ impl Config {
         }
         if l.sends_per_second == 0 || l.typing_per_second == 0 || l.login_attempts_per_minute == 0 {
             return Err("rates must be above zero".into());
+        }
+        if l.history_page_max == 0
+            || l.sync_page_max == 0
+            || l.connections_per_user_max == 0
+            || l.commit_group_max == 0
+            || l.group_members_max < 2
+        {
+            return Err(
+                "history_page_max, sync_page_max, connections_per_user_max and commit_group_max \
+                 must be at least 1, group_members_max at least 2"
+                    .into(),
+            );
         }
         if l.heartbeat_interval_ms == 0 || l.idle_timeout_ms <= l.heartbeat_interval_ms {
             return Err("idle_timeout_ms must exceed heartbeat_interval_ms".into());

@@ -170,6 +170,11 @@ pub async fn roles_guard_membership_changes(store: &dyn Store) {
         .create_group(owner, "team", &[admin, member], 1)
         .await
         .unwrap();
+    assert_eq!(
+        store.conversation(id, owner).await.unwrap().unread_count,
+        Some(0),
+        "what you did yourself is not unread"
+    );
     store
         .set_role(owner, id, admin, Role::Admin, 2)
         .await

@@ -1,5 +1,8 @@
 //! `GET /v1/ws`: authenticate, admit under the connection limits, then run one connection:
 //! commands in, replies and queued events out, heartbeats, and a clean close with a reason.
+//!
+//! A connection speaks one encoding, chosen by WebSocket subprotocol at the handshake: JSON text
+//! frames (`natter.v1.json`, or no subprotocol) or protobuf binary frames (`natter.v1.proto`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,19 +11,22 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use futures_util::SinkExt;
 use natter_core::{Error, Session};
 use natter_proto::{
-    ClientFrame, Command, Empty, ErrorBody, ErrorCode, Hello, PROTOCOL_VERSION, SUBPROTOCOL_JSON,
-    close_code, encode_error, encode_result,
+    ClientFrame, Command, Empty, Encoding, ErrorBody, ErrorCode, Hello, PROTOCOL_VERSION,
+    ResultData, ServerFrame, close_code, encode_error, encode_error_proto, encode_result,
+    encode_result_proto,
 };
 use serde::Deserialize;
 
 use super::AppState;
 use super::error::{ApiError, ApiQuery};
 use crate::sessions::hub::Attached;
+use crate::sessions::queue::Frame;
 use crate::sessions::{CloseReason, SessionQueue};
 
 /// Per-connection read buffer: small, because an idle connection should cost a few KiB.
@@ -42,6 +48,35 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
+/// The encoding a client asked for: the first subprotocol it offered that the server knows, in the
+/// client's order of preference (axum's `protocols` would take the server's order, and its
+/// `requested_protocols` has lost the client's). `None`: nothing known was offered, the connection
+/// is JSON and the handshake names no subprotocol.
+pub fn negotiate(headers: &HeaderMap) -> Option<Encoding> {
+    Encoding::negotiate(
+        headers
+            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|value| value.to_str().ok()),
+    )
+}
+
+/// An encoded frame of a connection's encoding.
+fn encode(encoding: Encoding, frame: &ServerFrame) -> Frame {
+    match encoding {
+        Encoding::Json => Frame::Text(Utf8Bytes::from(frame.encode_json())),
+        // Only `result` frames can fail to encode, and those are encoded by `Reply`.
+        Encoding::Proto => Frame::Binary(Bytes::from(frame.encode_proto().unwrap_or_default())),
+    }
+}
+
+fn error_frame(encoding: Encoding, id: Option<u64>, error: &ErrorBody) -> Frame {
+    match encoding {
+        Encoding::Json => Frame::Text(Utf8Bytes::from(encode_error(id, error))),
+        Encoding::Proto => Frame::Binary(Bytes::from(encode_error_proto(id, error))),
+    }
+}
+
 /// Releases an admitted connection's place when it ends, however it ends.
 struct Admission(Arc<AppState>);
 
@@ -55,7 +90,7 @@ pub async fn upgrade(
     State(app): State<Arc<AppState>>,
     ApiQuery(query): ApiQuery<WsQuery>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    mut ws: WebSocketUpgrade,
 ) -> Response {
     if app.shutting_down.load(Ordering::Relaxed) {
         return ApiError(Error::new(
@@ -93,8 +128,14 @@ pub async fn upgrade(
         .into_response();
     }
     let frame_bytes_max = app.config.limits.frame_bytes_max;
-    ws.protocols([SUBPROTOCOL_JSON])
-        .read_buffer_size(READ_BUFFER_BYTES)
+    let encoding = match negotiate(&headers) {
+        Some(encoding) => {
+            ws.set_selected_protocol(HeaderValue::from_static(encoding.subprotocol()));
+            encoding
+        }
+        None => Encoding::Json,
+    };
+    ws.read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
         // Frames up to 4× the limit are read and answered with `frame_too_large`; beyond that the
         // connection is closed with 1009 rather than buffering without end.
@@ -102,7 +143,7 @@ pub async fn upgrade(
         .max_frame_size(frame_bytes_max * 4)
         .on_upgrade(move |socket| async move {
             let _admission = admission;
-            Connection::run(app, session, socket).await;
+            Connection::run(app, session, encoding, socket).await;
         })
 }
 
@@ -118,20 +159,25 @@ struct Connection {
     session: Session,
     socket: WebSocket,
     queue: Arc<SessionQueue>,
+    encoding: Encoding,
 }
 
 impl Connection {
-    async fn run(app: Arc<AppState>, session: Session, socket: WebSocket) {
-        let queue = Arc::new(SessionQueue::new(
-            session.user.id,
-            session.device_id,
-            app.config.limits.outbound_queue_frames_max,
-        ));
+    async fn run(app: Arc<AppState>, session: Session, encoding: Encoding, socket: WebSocket) {
+        let queue = Arc::new(
+            SessionQueue::new(
+                session.user.id,
+                session.device_id,
+                app.config.limits.outbound_queue_frames_max,
+            )
+            .with_encoding(encoding),
+        );
         let mut connection = Connection {
             app,
             session,
             socket,
             queue,
+            encoding,
         };
         if connection.subscribe().await {
             let reason = connection.serve().await;
@@ -188,8 +234,8 @@ impl Connection {
                 typing_ttl_ms: limits.typing_ttl_ms,
             },
         };
-        let hello = natter_proto::ServerFrame::Hello(hello).encode_json();
-        if !self.write(vec![Utf8Bytes::from(hello)]).await {
+        let hello = encode(self.encoding, &ServerFrame::Hello(hello));
+        if !self.write(vec![hello]).await {
             return None;
         }
         let touch = (self.app.clone(), self.session.clone());
@@ -228,30 +274,24 @@ impl Connection {
                         }
                         None => return None,
                     };
-                    match frame {
-                        WsMessage::Text(text) => {
-                            self.app.metrics.frames_in.inc();
-                            let (reply, after) = Box::pin(self.handle(text.as_str())).await;
-                            if !self.write(vec![Utf8Bytes::from(reply)]).await {
-                                return None;
-                            }
-                            if let After::Close(reason) = after {
-                                return Some(reason);
-                            }
+                    let inbound = match &frame {
+                        WsMessage::Text(text) => Inbound::Text(text.as_str()),
+                        WsMessage::Binary(bytes) => Inbound::Binary(bytes),
+                        WsMessage::Close(_) => {
+                            // Answer the client's close so that it sees a clean close, not 1006.
+                            let timeout = Duration::from_millis(self.app.config.limits.write_timeout_ms);
+                            let _ = tokio::time::timeout(timeout, self.socket.close()).await;
+                            return None;
                         }
-                        WsMessage::Binary(_) => {
-                            self.app.metrics.frames_in.inc();
-                            let reply = encode_error(None, &ErrorBody {
-                                code: ErrorCode::MalformedFrame,
-                                message: "binary frames are not part of the JSON protocol".into(),
-                                retry_after_ms: None,
-                            });
-                            if !self.write(vec![Utf8Bytes::from(reply)]).await {
-                                return None;
-                            }
-                        }
-                        WsMessage::Close(_) => return None,
-                        WsMessage::Ping(_) | WsMessage::Pong(_) => {}
+                        WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
+                    };
+                    self.app.metrics.frames_in.inc();
+                    let (reply, after) = Box::pin(self.handle(inbound)).await;
+                    if !self.write(vec![reply]).await {
+                        return None;
+                    }
+                    if let After::Close(reason) = after {
+                        return Some(reason);
                     }
                 }
                 _ = heartbeat.tick() => {
@@ -267,17 +307,40 @@ impl Connection {
         }
     }
 
-    /// Decode and execute one command; always yields exactly one reply frame.
-    async fn handle(&mut self, text: &str) -> (String, After) {
+    /// Decode and execute one command; always yields exactly one reply frame, in the
+    /// connection's encoding.
+    async fn handle(&mut self, inbound: Inbound<'_>) -> (Frame, After) {
+        let encoding = self.encoding;
+        let mismatch = match (encoding, inbound) {
+            (Encoding::Json, Inbound::Binary(_)) => {
+                Some("binary frames are not part of the JSON protocol")
+            }
+            (Encoding::Proto, Inbound::Text(_)) => {
+                Some("text frames are not part of the protobuf protocol")
+            }
+            _ => None,
+        };
+        if let Some(message) = mismatch {
+            let body = ErrorBody {
+                code: ErrorCode::MalformedFrame,
+                message: message.into(),
+                retry_after_ms: None,
+            };
+            return (error_frame(encoding, None, &body), After::Continue);
+        }
         let limits = &self.app.config.limits;
-        if text.len() > limits.frame_bytes_max {
+        if inbound.len() > limits.frame_bytes_max {
             let error = Error::new(
                 ErrorCode::FrameTooLarge,
                 format!("a frame is at most {} bytes", limits.frame_bytes_max),
             );
-            return (encode_error(None, &error.body()), After::Continue);
+            return (error_frame(encoding, None, &error.body()), After::Continue);
         }
-        let frame = match ClientFrame::decode_json(text) {
+        let decoded = match inbound {
+            Inbound::Text(text) => ClientFrame::decode_json(text),
+            Inbound::Binary(bytes) => ClientFrame::decode_proto(bytes),
+        };
+        let frame = match decoded {
             Ok(frame) => frame,
             Err(e) => {
                 let body = ErrorBody {
@@ -285,17 +348,17 @@ impl Connection {
                     message: e.message,
                     retry_after_ms: None,
                 };
-                return (encode_error(e.id, &body), After::Continue);
+                return (error_frame(encoding, e.id, &body), After::Continue);
             }
         };
         let id = frame.id;
         match execute(&self.app, &self.session, frame.command).await {
-            Ok(Reply { encode, after }) => (encode(id), after),
+            Ok(Reply { encode, after }) => (encode(id, encoding), after),
             Err(e) => {
                 if e.code == ErrorCode::Internal {
                     tracing::error!(error = %e, "command failed");
                 }
-                (encode_error(Some(id), &e.body()), After::Continue)
+                (error_frame(encoding, Some(id), &e.body()), After::Continue)
             }
         }
     }
@@ -309,7 +372,7 @@ impl Connection {
     }
 
     /// Write frames as one batch; false when the client is gone or too slow to take them.
-    async fn write(&mut self, frames: Vec<Utf8Bytes>) -> bool {
+    async fn write(&mut self, frames: Vec<Frame>) -> bool {
         if frames.is_empty() {
             return true;
         }
@@ -318,7 +381,7 @@ impl Connection {
         let socket = &mut self.socket;
         let written = tokio::time::timeout(timeout, async move {
             for frame in frames {
-                socket.feed(WsMessage::Text(frame)).await?;
+                socket.feed(WsMessage::from(frame)).await?;
             }
             socket.flush().await
         })
@@ -341,11 +404,10 @@ impl Connection {
         match reason {
             None => {}
             Some(CloseReason::Shutdown) => {
-                let frame = natter_proto::ServerFrame::Reconnect {
+                let frame = ServerFrame::Reconnect {
                     reason: "the server is restarting".into(),
-                }
-                .encode_json();
-                let _ = self.write(vec![Utf8Bytes::from(frame)]).await;
+                };
+                let _ = self.write(vec![encode(self.encoding, &frame)]).await;
                 self.close_with(close_code::SERVICE_RESTART, "server restart")
                     .await;
             }
@@ -368,16 +430,35 @@ fn is_capacity_error(e: &axum::Error) -> bool {
     text.contains("Space limit exceeded") || text.contains("too long") || text.contains("Capacity")
 }
 
-/// A command's successful result, encoded once as its reply frame.
+/// A frame as it was read.
+#[derive(Clone, Copy)]
+enum Inbound<'a> {
+    Text(&'a str),
+    Binary(&'a [u8]),
+}
+
+impl Inbound<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Inbound::Text(text) => text.len(),
+            Inbound::Binary(bytes) => bytes.len(),
+        }
+    }
+}
+
+/// A command's successful result, encoded once as its reply frame in the connection's encoding.
 struct Reply {
-    encode: Box<dyn FnOnce(u64) -> String + Send>,
+    encode: Box<dyn FnOnce(u64, Encoding) -> Frame + Send>,
     after: After,
 }
 
 impl Reply {
-    fn of<T: serde::Serialize + Send + 'static>(data: T) -> Reply {
+    fn of<T: ResultData + Send + 'static>(data: T) -> Reply {
         Reply {
-            encode: Box::new(move |id| encode_result(id, &data)),
+            encode: Box::new(move |id, encoding| match encoding {
+                Encoding::Json => Frame::Text(Utf8Bytes::from(encode_result(id, &data))),
+                Encoding::Proto => Frame::Binary(Bytes::from(encode_result_proto(id, data))),
+            }),
             after: After::Continue,
         }
     }
@@ -490,4 +571,38 @@ async fn execute(app: &AppState, session: &Session, command: Command) -> Result<
 pub fn peer_ip(info: Option<ConnectInfo<SocketAddr>>) -> std::net::IpAddr {
     info.map(|ConnectInfo(addr)| addr.ip())
         .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offering(values: &[&'static str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(
+                header::SEC_WEBSOCKET_PROTOCOL,
+                HeaderValue::from_static(value),
+            );
+        }
+        headers
+    }
+
+    #[test]
+    fn the_first_known_subprotocol_the_client_offers_wins() {
+        assert_eq!(negotiate(&offering(&[])), None);
+        assert_eq!(negotiate(&offering(&["mqtt"])), None);
+        assert_eq!(
+            negotiate(&offering(&["natter.v1.proto"])),
+            Some(Encoding::Proto)
+        );
+        assert_eq!(
+            negotiate(&offering(&["natter.v1.proto, natter.v1.json"])),
+            Some(Encoding::Proto)
+        );
+        assert_eq!(
+            negotiate(&offering(&["mqtt", "natter.v1.json", "natter.v1.proto"])),
+            Some(Encoding::Json)
+        );
+    }
 }

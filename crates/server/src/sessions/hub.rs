@@ -1,62 +1,35 @@
 //! The hub: which users are connected here, which conversations they are in, and the routing of
-//! every event to the sessions that may see it (D7), encoded once per event.
+//! every event to the sessions that may see it (D7), encoded once per event and encoding.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
 use natter_core::{Broker, Event, EventSink, PresenceSource, now_ms};
-use natter_proto::{
-    Conversation, ConversationId, DeviceId, Message, Pos, Presence, Receipt, UserId,
-};
-use serde::Serialize;
+use natter_proto::{ConversationId, DeviceId, Encoding, EventRef, Pos, Presence, UserId};
 use tokio::sync::watch;
 
-use super::queue::{CloseReason, SessionQueue};
+use super::queue::{CloseReason, Frame, SessionQueue};
 use crate::metrics::Metrics;
 
-/// A server event as it goes on the wire; borrowing, so that encoding copies nothing first.
-#[derive(Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum Outgoing<'a> {
-    Message {
-        cursor: Pos,
-        message: &'a Message,
-    },
-    Receipt {
-        cursor: Pos,
-        receipt: &'a Receipt,
-    },
-    Conversation {
-        cursor: Pos,
-        conversation: &'a Conversation,
-    },
-    Typing {
-        conversation_id: ConversationId,
-        user_id: UserId,
-        active: bool,
-        ttl_ms: u64,
-    },
-    Presence(&'a Presence),
-}
-
-/// Encode an event once, as the JSON frame every recipient gets.
+/// An event as it goes on the wire, borrowing from the event.
 ///
 /// `stamp_cursors`: whether a live event's position is a safe cursor for its recipients. On one
 /// node events arrive in commit order, so it is; across nodes they may not, and the frames then
 /// carry cursor 0 ("no promise"), leaving cursors to sync.
-pub fn encode_event(event: &Event, typing_ttl_ms: u64, stamp_cursors: bool) -> Utf8Bytes {
+fn outgoing(event: &Event, typing_ttl_ms: u64, stamp_cursors: bool) -> EventRef<'_> {
     let stamp = |pos: Pos| if stamp_cursors { pos } else { 0 };
-    let outgoing = match event {
-        Event::Message(message) => Outgoing::Message {
+    match event {
+        Event::Message(message) => EventRef::Message {
             cursor: stamp(message.pos),
             message,
         },
-        Event::Receipt(receipt) => Outgoing::Receipt {
+        Event::Receipt(receipt) => EventRef::Receipt {
             cursor: stamp(receipt.pos),
             receipt,
         },
-        Event::ConversationChanged { conversation, .. } => Outgoing::Conversation {
+        Event::ConversationChanged { conversation, .. } => EventRef::Conversation {
             cursor: stamp(conversation.last_pos),
             conversation,
         },
@@ -64,15 +37,59 @@ pub fn encode_event(event: &Event, typing_ttl_ms: u64, stamp_cursors: bool) -> U
             conversation_id,
             user_id,
             active,
-        } => Outgoing::Typing {
+        } => EventRef::Typing {
             conversation_id: *conversation_id,
             user_id: *user_id,
             active: *active,
             ttl_ms: typing_ttl_ms,
         },
-        Event::Presence { presence, .. } => Outgoing::Presence(presence),
-    };
-    Utf8Bytes::from(serde_json::to_string(&outgoing).unwrap_or_default())
+        Event::Presence { presence, .. } => EventRef::Presence(presence),
+    }
+}
+
+/// Encode an event as the frame every recipient of one encoding gets (see [`outgoing`] for
+/// `stamp_cursors`).
+pub fn encode_event(
+    event: &Event,
+    typing_ttl_ms: u64,
+    stamp_cursors: bool,
+    encoding: Encoding,
+) -> Frame {
+    encode(&outgoing(event, typing_ttl_ms, stamp_cursors), encoding)
+}
+
+fn encode(event: &EventRef<'_>, encoding: Encoding) -> Frame {
+    match encoding {
+        Encoding::Json => Frame::Text(Utf8Bytes::from(event.encode_json())),
+        Encoding::Proto => Frame::Binary(Bytes::from(event.encode_proto())),
+    }
+}
+
+/// One event's frames, encoded lazily: at most once per encoding, and only for the encodings its
+/// recipients use, however many they are. Every recipient of an encoding shares the same bytes.
+struct EventFrames<'a> {
+    event: EventRef<'a>,
+    json: Option<Frame>,
+    proto: Option<Frame>,
+}
+
+impl<'a> EventFrames<'a> {
+    fn new(event: EventRef<'a>) -> EventFrames<'a> {
+        EventFrames {
+            event,
+            json: None,
+            proto: None,
+        }
+    }
+
+    fn get(&mut self, encoding: Encoding) -> Frame {
+        let slot = match encoding {
+            Encoding::Json => &mut self.json,
+            Encoding::Proto => &mut self.proto,
+        };
+        slot.get_or_insert_with(|| encode(&self.event, encoding))
+            .clone()
+    }
 }
 
 struct OnlineUser {
@@ -393,15 +410,15 @@ impl Hub {
         if queues.is_empty() {
             return;
         }
-        let frame = encode_event(event, self.typing_ttl_ms, self.stamp_cursors);
+        let mut frames = EventFrames::new(outgoing(event, self.typing_ttl_ms, self.stamp_cursors));
         if event.is_ephemeral() {
             for queue in queues {
-                queue.push_ephemeral(frame.clone());
+                queue.push_ephemeral(frames.get(queue.encoding));
             }
             return;
         }
         for queue in queues {
-            if !queue.push_committed(frame.clone()) {
+            if !queue.push_committed(frames.get(queue.encoding)) {
                 self.metrics.slow_reader_disconnects.inc();
             }
         }
@@ -511,7 +528,7 @@ impl PresenceSource for Hub {
 mod tests {
     use super::*;
     use natter_broker::InProcessBroker;
-    use natter_proto::{Content, ServerFrame};
+    use natter_proto::{Content, Conversation, Message, ServerFrame};
 
     fn hub() -> Arc<Hub> {
         let broker = Arc::new(InProcessBroker::new());
@@ -526,7 +543,16 @@ mod tests {
     }
 
     fn connect(hub: &Hub, user: UserId, conversations: Vec<ConversationId>) -> Arc<SessionQueue> {
-        let queue = Arc::new(SessionQueue::new(user, user * 10, 64));
+        connect_with(hub, user, conversations, Encoding::Json)
+    }
+
+    fn connect_with(
+        hub: &Hub,
+        user: UserId,
+        conversations: Vec<ConversationId>,
+        encoding: Encoding,
+    ) -> Arc<SessionQueue> {
+        let queue = Arc::new(SessionQueue::new(user, user * 10, 64).with_encoding(encoding));
         if let Attached::Load = hub.attach(queue.clone()) {
             hub.finish_loading(user, conversations);
         }
@@ -546,12 +572,74 @@ mod tests {
         })
     }
 
-    fn drained(queue: &SessionQueue) -> Vec<ServerFrame> {
+    fn raw(queue: &SessionQueue) -> Vec<Frame> {
         let mut out = Vec::new();
         queue.drain(&mut out);
-        out.iter()
-            .map(|f| ServerFrame::decode_json(f.as_str()).unwrap())
+        out
+    }
+
+    /// The frames queued, decoded; each must be in the queue's encoding.
+    fn drained(queue: &SessionQueue) -> Vec<ServerFrame> {
+        raw(queue)
+            .iter()
+            .map(|frame| match (queue.encoding, frame) {
+                (Encoding::Json, Frame::Text(text)) => ServerFrame::decode_json(text).unwrap(),
+                (Encoding::Proto, Frame::Binary(bytes)) => {
+                    ServerFrame::decode_proto(bytes).unwrap()
+                }
+                (encoding, frame) => panic!("{frame:?} queued for a {encoding:?} connection"),
+            })
             .collect()
+    }
+
+    /// Where a frame's bytes live: equal for frames that share one encoding.
+    fn address(frame: &Frame) -> *const u8 {
+        match frame {
+            Frame::Text(text) => text.as_str().as_ptr(),
+            Frame::Binary(bytes) => bytes.as_ptr(),
+        }
+    }
+
+    #[test]
+    fn each_recipient_gets_its_encoding_encoded_once_for_all() {
+        let hub = hub();
+        let queues = [
+            connect_with(&hub, 1, vec![7], Encoding::Json),
+            connect_with(&hub, 1, vec![7], Encoding::Proto),
+            connect_with(&hub, 2, vec![7], Encoding::Proto),
+            connect_with(&hub, 3, vec![7], Encoding::Json),
+        ];
+        for queue in &queues {
+            drained(queue);
+        }
+        hub.deliver(Arc::new(message(7, 1)));
+        let frames: Vec<Frame> = queues.iter().map(|q| raw(q).remove(0)).collect();
+        let (json, proto) = (address(&frames[0]), address(&frames[1]));
+        assert_ne!(json, proto);
+        assert_eq!(address(&frames[2]), proto, "one protobuf encoding for all");
+        assert_eq!(address(&frames[3]), json, "one JSON encoding for all");
+        let Frame::Binary(bytes) = &frames[1] else {
+            panic!("not binary: {:?}", frames[1]);
+        };
+        let Frame::Text(text) = &frames[0] else {
+            panic!("not text: {:?}", frames[0]);
+        };
+        assert_eq!(
+            ServerFrame::decode_proto(bytes).unwrap(),
+            ServerFrame::decode_json(text).unwrap()
+        );
+    }
+
+    #[test]
+    fn an_encoding_no_recipient_uses_is_never_made() {
+        let event = message(7, 1);
+        let mut frames = EventFrames::new(outgoing(&event, 5000, true));
+        let a = frames.get(Encoding::Json);
+        let b = frames.get(Encoding::Json);
+        assert_eq!(address(&a), address(&b));
+        assert!(frames.proto.is_none());
+        assert!(matches!(frames.get(Encoding::Proto), Frame::Binary(_)));
+        assert!(frames.proto.is_some());
     }
 
     #[test]

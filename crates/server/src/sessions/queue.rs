@@ -6,12 +6,30 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-use axum::extract::ws::Utf8Bytes;
-use natter_proto::{DeviceId, UserId};
+use axum::extract::ws::{Message as WsMessage, Utf8Bytes};
+use bytes::Bytes;
+use natter_proto::{DeviceId, Encoding, UserId};
 use tokio::sync::Notify;
 
 /// Most ephemeral frames (typing, presence) waiting; older ones are dropped first.
 const EPHEMERAL_FRAMES_MAX: usize = 32;
+
+/// One encoded frame, as the connection writes it: JSON text or protobuf binary. Cloning shares the
+/// bytes (a reference count), so one encoding of an event serves all its recipients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Text(Utf8Bytes),
+    Binary(Bytes),
+}
+
+impl From<Frame> for WsMessage {
+    fn from(frame: Frame) -> WsMessage {
+        match frame {
+            Frame::Text(text) => WsMessage::Text(text),
+            Frame::Binary(bytes) => WsMessage::Binary(bytes),
+        }
+    }
+}
 
 /// Why the server closes a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,8 +44,8 @@ pub enum CloseReason {
 
 #[derive(Default)]
 struct Lanes {
-    committed: VecDeque<Utf8Bytes>,
-    ephemeral: VecDeque<Utf8Bytes>,
+    committed: VecDeque<Frame>,
+    ephemeral: VecDeque<Frame>,
     close: Option<CloseReason>,
 }
 
@@ -35,6 +53,8 @@ struct Lanes {
 pub struct SessionQueue {
     pub user_id: UserId,
     pub device_id: DeviceId,
+    /// The connection's encoding: which encoding of an event the hub queues here.
+    pub encoding: Encoding,
     committed_frames_max: usize,
     lanes: Mutex<Lanes>,
     ready: Notify,
@@ -45,15 +65,21 @@ impl SessionQueue {
         SessionQueue {
             user_id,
             device_id,
+            encoding: Encoding::Json,
             committed_frames_max,
             lanes: Mutex::new(Lanes::default()),
             ready: Notify::new(),
         }
     }
 
+    /// The same queue for a connection of another encoding (JSON when not set).
+    pub fn with_encoding(self, encoding: Encoding) -> SessionQueue {
+        SessionQueue { encoding, ..self }
+    }
+
     /// Queue a committed event. `false` when the queue was full: the session is then closed as a
     /// slow consumer, and will catch up by sync after reconnecting.
-    pub fn push_committed(&self, frame: Utf8Bytes) -> bool {
+    pub fn push_committed(&self, frame: Frame) -> bool {
         let Ok(mut lanes) = self.lanes.lock() else {
             return false;
         };
@@ -75,7 +101,7 @@ impl SessionQueue {
     }
 
     /// Queue an ephemeral event; under pressure it is dropped rather than delaying anything.
-    pub fn push_ephemeral(&self, frame: Utf8Bytes) {
+    pub fn push_ephemeral(&self, frame: Frame) {
         let Ok(mut lanes) = self.lanes.lock() else {
             return;
         };
@@ -104,7 +130,7 @@ impl SessionQueue {
     }
 
     /// Move everything queued into `out`, committed frames first; returns a pending close.
-    pub fn drain(&self, out: &mut Vec<Utf8Bytes>) -> Option<CloseReason> {
+    pub fn drain(&self, out: &mut Vec<Frame>) -> Option<CloseReason> {
         let Ok(mut lanes) = self.lanes.lock() else {
             return Some(CloseReason::Shutdown);
         };
@@ -125,8 +151,8 @@ impl SessionQueue {
 mod tests {
     use super::*;
 
-    fn frame(s: &str) -> Utf8Bytes {
-        Utf8Bytes::from(s.to_string())
+    fn frame(s: &str) -> Frame {
+        Frame::Text(Utf8Bytes::from(s.to_string()))
     }
 
     #[test]

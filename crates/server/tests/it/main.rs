@@ -7,3 +7,4 @@ mod cluster;
 mod delivery;
 mod harness;
 mod lifecycle;
+mod protobuf;

@@ -270,6 +270,14 @@ async fn system_change(
         sent_at_ms: now_ms,
     };
     insert_message(ctx, &message).await?;
+    // The actor knows what they just did: it is not unread for them.
+    execute(
+        ctx.tx,
+        "UPDATE members SET delivered_seq = GREATEST(delivered_seq, $3), read_seq = GREATEST(read_seq, $3)
+         WHERE conversation_id = $1 AND user_id = $2",
+        &[&int(id), &int(actor), &int(seq)],
+    )
+    .await?;
     Ok(message)
 }
 

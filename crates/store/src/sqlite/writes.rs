@@ -179,6 +179,14 @@ fn system_change(
         sent_at_ms: now_ms,
     };
     insert_message(ctx, &message)?;
+    // The actor knows what they just did: it is not unread for them.
+    ctx.conn
+        .execute(
+            "UPDATE members SET delivered_seq = MAX(delivered_seq, ?3), read_seq = MAX(read_seq, ?3)
+             WHERE conversation_id = ?1 AND user_id = ?2",
+            params![id, actor, seq],
+        )
+        .map_err(db_error)?;
     Ok(message)
 }
 
