@@ -158,3 +158,49 @@ async fn running_out_of_file_descriptors_neither_kills_nor_spins_the_server() {
     let mut again = Raw::connect(&server, &alice.token).await;
     again.call(json!({"type": "ping"})).await.unwrap();
 }
+
+#[tokio::test]
+async fn admin_commands_work_on_the_data_directory_of_a_running_server() {
+    let server = Server::start("admin", &[]);
+    let alice = server.register("alice").await;
+    let mut a = Raw::connect(&server, &alice.token).await;
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_natter"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(&server.data_dir)
+            .env("NATTER_PASSWORD", "password-1")
+            .env("NATTER_LOG", "warn")
+            .output()
+            .expect("run natter");
+        assert!(output.status.success(), "{args:?}: {output:?}");
+        String::from_utf8_lossy(&output.stdout).to_string()
+    };
+    assert!(run(&["user", "create", "bob", "--display-name", "Bob"]).contains("created user bob"));
+    let bob = server.login("bob").await;
+    let direct = a
+        .call(json!({"type": "create_direct", "user_id": bob.user.id}))
+        .await
+        .unwrap();
+    let first = a
+        .call(json!({"type": "send", "conversation_id": direct["id"], "client_msg_id": "1", "content": text("hi")}))
+        .await
+        .unwrap();
+    // Another process wrote to the database; positions must still only go up.
+    assert!(run(&["user", "list"]).contains("Bob"));
+    run(&["user", "disable", "alice"]);
+    run(&["user", "disable", "alice", "--enable"]);
+    let second = a
+        .call(json!({"type": "send", "conversation_id": direct["id"], "client_msg_id": "2", "content": text("again")}))
+        .await
+        .unwrap();
+    assert!(second["pos"].as_u64() > first["pos"].as_u64());
+    // A second server on the same data directory is refused.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_natter"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&server.data_dir)
+        .output()
+        .expect("run natter");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("in use"));
+}
