@@ -168,6 +168,26 @@ mod tests {
     }
 
     #[test]
+    fn every_file_of_the_app_and_the_sdk_is_listed() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        for dir in ["web", "clients/js/src"] {
+            let entries = std::fs::read_dir(root.join(dir)).expect("the folder exists");
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let served = [".html", ".js", ".css", ".svg", ".webmanifest"];
+                if !served.iter().any(|ext| name.ends_with(ext)) {
+                    continue;
+                }
+                let body = std::fs::read(entry.path()).expect("readable");
+                assert!(
+                    ASSETS.iter().any(|a| a.body == body.as_slice()),
+                    "{dir}/{name} is not in ASSETS"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn a_matching_etag_gets_not_modified() {
         let mut headers = HeaderMap::new();
         let response = serve(0, &headers);

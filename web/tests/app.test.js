@@ -1,0 +1,407 @@
+// The web app in a real Chromium against a real `natter serve` started here: two people chat
+// both ways, typing comes and goes, read ticks turn, a reload keeps session and history, the
+// server is killed and restarted while a message is pending, and a third person sees nothing of
+// a conversation they are not in. Screenshots of the main screens go to tests/screenshots/.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+
+import { NatterApi } from '../../clients/js/src/index.js';
+import { startServer } from '../../clients/js/test/server.js';
+import { launchBrowser, openApp, screenshot, until } from './browser.js';
+
+/** @typedef {import('playwright-core').Page} Page */
+
+/** @type {import('../../clients/js/test/server.js').TestServer} */
+let server;
+/** @type {import('playwright-core').Browser} */
+let browser;
+/** @type {{page: Page, errors: string[], context: import('playwright-core').BrowserContext}} */
+let alice;
+/** @type {{page: Page, errors: string[], context: import('playwright-core').BrowserContext}} */
+let bob;
+const suffix = String(Date.now() % 100000);
+const names = { alice: `alice${suffix}`, bob: `bob${suffix}`, carol: `carol${suffix}`, dave: `dave${suffix}` };
+const PASSWORD = 'a long enough password';
+let conversationUrl = '';
+
+/**
+ * Register through the sign-in screen.
+ * @param {Page} page
+ * @param {string} username
+ * @param {string} displayName
+ */
+async function registerInUi(page, username, displayName) {
+  await page.getByRole('button', { name: 'Create an account' }).click();
+  await page.getByLabel('Username', { exact: true }).fill(username);
+  await page.getByLabel('Your name').fill(displayName);
+  await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+  await page.getByRole('button', { name: 'Create account' }).click();
+  await page.locator('.sidebar').waitFor();
+}
+
+/** @param {Page} page @param {string} text */
+const bubbles = (page, text) => page.locator('.messages .msg', { hasText: text });
+
+/** @param {Page} page @param {string} text */
+async function send(page, text) {
+  const input = page.getByRole('textbox', { name: 'Message' });
+  await input.fill(text);
+  await input.press('Enter');
+}
+
+/** The list item of a conversation, by its title. @param {Page} page @param {string} name */
+const listItem = (page, name) => page.locator('.conv').filter({ has: page.locator('.conv-title', { hasText: name }) });
+
+/** @param {Page} page @param {string} name */
+async function openConversation(page, name) {
+  await listItem(page, name).click();
+  await page.locator('.pane-title h2', { hasText: name }).waitFor();
+}
+
+before(async () => {
+  server = await startServer({ args: ['--typing-ttl-ms', '3000'] });
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.close();
+});
+
+let broken = false;
+
+/**
+ * A step of the story: the steps build on each other, so after a failure the rest are skipped.
+ * @param {string} name
+ * @param {() => Promise<void> | void} fn
+ */
+function step(name, fn) {
+  it(name, async (t) => {
+    if (broken) {
+      t.skip('an earlier step failed');
+      return;
+    }
+    try {
+      await fn();
+    } catch (e) {
+      broken = true;
+      for (const [who, app] of [['alice', alice], ['bob', bob]]) {
+        if (app && !app.page.isClosed()) await screenshot(app.page, `failed-${who}`).catch(() => {});
+        if (app?.errors.length) console.error(`${who}'s page errors:`, app.errors);
+      }
+      throw e;
+    }
+  });
+}
+
+describe('the web app', () => {
+  step('serves itself with the SDK and nothing from elsewhere', async () => {
+    const index = await fetch(`${server.url}/`);
+    assert.equal(index.status, 200);
+    assert.match(index.headers.get('content-type') ?? '', /text\/html/);
+    assert.ok(index.headers.get('cache-control'));
+    const html = await index.text();
+    assert.doesNotMatch(html, /https?:\/\//);
+    const sdk = await fetch(`${server.url}/sdk/index.js`);
+    assert.match(sdk.headers.get('content-type') ?? '', /javascript/);
+    const css = await fetch(`${server.url}/style.css`);
+    assert.match(css.headers.get('content-type') ?? '', /text\/css/);
+    const etag = css.headers.get('etag');
+    assert.ok(etag);
+    const again = await fetch(`${server.url}/style.css`, { headers: { 'if-none-match': etag } });
+    assert.equal(again.status, 304);
+  });
+
+  step('lets two people register and chat both ways', async () => {
+    alice = await openApp(browser, server.url);
+    const requests = [];
+    alice.page.on('request', (r) => requests.push(r.url()));
+    await alice.page.getByRole('heading', { name: 'Welcome back' }).waitFor();
+    await screenshot(alice.page, '01-sign-in');
+    await registerInUi(alice.page, names.alice, 'Alice Martin');
+    await screenshot(alice.page, '02-empty-list');
+
+    bob = await openApp(browser, server.url);
+    await registerInUi(bob.page, names.bob, 'Bob Chen');
+
+    // Alice starts a direct chat by username.
+    await alice.page.locator('.sidebar-header').getByRole('button', { name: 'New conversation' }).click();
+    const dialog = alice.page.getByRole('dialog');
+    await dialog.getByLabel('Username', { exact: true }).fill(names.bob);
+    await screenshot(alice.page, '03-new-conversation');
+    await dialog.getByRole('button', { name: 'Start chatting' }).click();
+    await alice.page.locator('.pane-title h2', { hasText: 'Bob Chen' }).waitFor();
+    conversationUrl = alice.page.url();
+    assert.match(conversationUrl, /#\/c\/\d+$/);
+
+    await send(alice.page, 'Hi Bob! Are we still on for Saturday?');
+    await bubbles(alice.page, 'Are we still on').waitFor();
+
+    // Bob sees it in his list, unread, with the count in the title.
+    const item = listItem(bob.page, 'Alice Martin');
+    await item.waitFor();
+    await until(async () => (await item.locator('.badge').textContent()) === '1', 'the unread badge');
+    await until(async () => (await bob.page.title()) === '(1) Natter', 'the unread count in the title');
+    await until(async () => /Are we still on/.test(await item.textContent() ?? ''), 'the preview');
+    await screenshot(bob.page, '04-unread-in-list');
+    await openConversation(bob.page, 'Alice Martin');
+    await bubbles(bob.page, 'Are we still on').waitFor();
+    await until(async () => (await bob.page.title()) === 'Natter', 'the title to clear once read');
+    await send(bob.page, 'Yes! 10am at the station.');
+    await send(bob.page, 'I will bring coffee ☕');
+    await bubbles(alice.page, '10am at the station').waitFor();
+    await bubbles(alice.page, 'bring coffee').waitFor();
+    assert.equal(await alice.page.locator('.messages .msg.theirs').count(), 2);
+    assert.equal(await alice.page.locator('.messages .msg.own').count(), 1);
+
+    // Reply to a message: the quote shows.
+    const target = bubbles(alice.page, '10am at the station');
+    await target.hover();
+    await target.getByRole('button', { name: /Reply to/ }).click();
+    await alice.page.locator('.reply-bar', { hasText: '10am' }).waitFor();
+    await send(alice.page, 'Perfect, see you there');
+    await bubbles(bob.page, 'Perfect, see you there').locator('.quote', { hasText: '10am at the station' }).waitFor();
+    await screenshot(alice.page, '05-conversation');
+
+    // Nothing was fetched from anywhere but this server.
+    assert.deepEqual(requests.filter((u) => !u.startsWith(server.url) && !u.startsWith('data:')), []);
+  });
+
+  step('shows the typing indicator while the other person types, and hides it after', async () => {
+    const input = bob.page.getByRole('textbox', { name: 'Message' });
+    await input.click();
+    await input.pressSequentially('Let me check the trai', { delay: 20 });
+    const typing = alice.page.locator('.typing-row.visible', { hasText: 'Bob Chen is typing' });
+    await typing.waitFor();
+    await alice.page.locator('.pane-subtitle', { hasText: 'typing…' }).waitFor();
+    await screenshot(alice.page, '06-typing');
+    await input.fill('');
+    await input.press('Backspace');
+    await typing.waitFor({ state: 'detached' }).catch(() => {});
+    await until(async () => !(await alice.page.locator('.typing-row.visible').count()), 'the typing indicator to go');
+  });
+
+  step('turns ticks from sent to delivered to read', async () => {
+    // Bob looks at his list, not at the conversation.
+    await bob.page.evaluate(() => { location.hash = '#/'; });
+    await bob.page.locator('.pane-empty').waitFor();
+    await send(alice.page, 'Did the tickets arrive?');
+    const mine = bubbles(alice.page, 'Did the tickets arrive?');
+    await until(async () => (await mine.getAttribute('data-state')) === 'delivered', 'the delivered ticks');
+    await screenshot(alice.page, '07-delivered');
+    await openConversation(bob.page, 'Alice Martin');
+    await until(async () => (await mine.getAttribute('data-state')) === 'read', 'the read ticks');
+    assert.equal(await mine.locator('.tick.read').count(), 1);
+  });
+
+  step('keeps session and history across a reload', async () => {
+    await alice.page.reload();
+    await alice.page.locator('.pane-title h2', { hasText: 'Bob Chen' }).waitFor();
+    await bubbles(alice.page, 'Are we still on').waitFor();
+    await bubbles(alice.page, 'bring coffee').waitFor();
+    await bubbles(alice.page, 'Did the tickets arrive?').waitFor();
+    assert.equal(await bubbles(alice.page, 'Perfect, see you there').locator('.quote').count(), 1);
+    await until(async () => (await bubbles(alice.page, 'Did the tickets arrive?').getAttribute('data-state')) === 'read', 'ticks after reload');
+    // Still signed in: no sign-in form.
+    assert.equal(await alice.page.getByRole('heading', { name: 'Welcome back' }).count(), 0);
+  });
+
+  step('survives a server crash with a message pending: it shows reconnecting and delivers it once', async () => {
+    await server.kill();
+    await alice.page.locator('.banner[data-kind="reconnecting"], .banner[data-kind="offline"]').waitFor();
+    assert.match(await alice.page.locator('.banner').textContent() ?? '', /Reconnecting|Offline/);
+    const text = 'Sent while the server was down';
+    await send(alice.page, text);
+    const pending = bubbles(alice.page, text);
+    await until(async () => (await pending.getAttribute('data-state')) === 'pending', 'the pending state');
+    await alice.page.locator('.banner', { hasText: '1 message waiting' }).waitFor();
+    await screenshot(alice.page, '08-reconnecting-pending');
+
+    await server.restart();
+    await until(async () => (await alice.page.locator('.banner').isHidden()), 'the banner to go', 20_000);
+    await bubbles(bob.page, text).waitFor({ timeout: 20_000 });
+    await until(async () => ['sent', 'delivered', 'read'].includes(await bubbles(alice.page, text).getAttribute('data-state') ?? ''), 'the message to be acknowledged');
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.equal(await bubbles(bob.page, text).count(), 1, 'once at Bob');
+    assert.equal(await bubbles(alice.page, text).count(), 1, 'once at Alice');
+    // And once on the server.
+    const api = new NatterApi(server.url);
+    await api.login({ username: names.bob, password: PASSWORD });
+    const id = Number(/#\/c\/(\d+)/.exec(conversationUrl)?.[1]);
+    const page = await api.history(id, { after: 0, limit: 100 });
+    assert.equal(page.messages.filter((m) => m.content.type === 'text' && m.content.text === text).length, 1);
+    await send(bob.page, 'Got it, all good');
+    await bubbles(alice.page, 'Got it, all good').waitFor();
+  });
+
+  step('shows a conversation to its members only', async () => {
+    const carol = await openApp(browser, server.url);
+    await registerInUi(carol.page, names.carol, 'Carol Diaz');
+    await carol.page.locator('.list-empty', { hasText: 'No conversations yet' }).waitFor();
+    await carol.page.goto(conversationUrl);
+    await carol.page.locator('.sidebar').waitFor();
+    await new Promise((r) => setTimeout(r, 800));
+    assert.equal(await carol.page.locator('.messages .msg').count(), 0);
+    const body = await carol.page.locator('body').textContent();
+    assert.doesNotMatch(body ?? '', /Are we still on|Sent while the server was down|Bob Chen/);
+    await screenshot(carol.page, '09-outsider');
+    const api = new NatterApi(server.url);
+    await api.login({ username: names.carol, password: PASSWORD });
+    const id = Number(/#\/c\/(\d+)/.exec(conversationUrl)?.[1]);
+    await assert.rejects(api.history(id, { after: 0 }), (/** @type {any} */ e) => e.code === 'not_member');
+    await carol.context.close();
+  });
+
+  step('creates a group, adds and removes members, and leaves it', async () => {
+    const dave = new NatterApi(server.url);
+    await dave.register({ username: names.dave, password: PASSWORD, display_name: 'Dave Okafor' });
+    await alice.page.locator('.sidebar-header').getByRole('button', { name: 'New conversation' }).click();
+    const dialog = alice.page.getByRole('dialog');
+    await dialog.getByRole('tab', { name: 'New group' }).click();
+    await dialog.getByLabel('Group name').fill('Weekend trip');
+    await dialog.getByLabel('Add people (usernames)').fill(`${names.bob}, ${names.carol}`);
+    await dialog.getByRole('button', { name: 'Create group' }).click();
+    await alice.page.locator('.pane-title h2', { hasText: 'Weekend trip' }).waitFor();
+    await send(alice.page, 'Packing list: boots, rain jacket, snacks');
+    await listItem(bob.page, 'Weekend trip').waitFor();
+    await openConversation(bob.page, 'Weekend trip');
+    await bubbles(bob.page, 'Packing list').waitFor();
+    await send(bob.page, 'I have a spare tent');
+    await bubbles(alice.page, 'spare tent').locator('.sender', { hasText: 'Bob Chen' }).waitFor();
+
+    await alice.page.getByRole('button', { name: 'Group details' }).click();
+    const details = alice.page.getByRole('complementary', { name: 'Conversation details' });
+    await details.getByLabel('Add people by username').fill(names.dave);
+    await details.getByRole('button', { name: 'Add member' }).click();
+    await details.locator('.member', { hasText: 'Dave Okafor' }).waitFor();
+    await alice.page.locator('.system', { hasText: 'added Dave Okafor' }).waitFor();
+    await screenshot(alice.page, '10-group-details');
+    await details.getByRole('button', { name: 'Remove Carol Diaz' }).click();
+    await alice.page.locator('.system', { hasText: 'removed Carol Diaz' }).waitFor();
+    await until(async () => (await details.locator('.member', { hasText: 'Carol Diaz' }).count()) === 0, 'Carol to leave the list');
+
+    // Bob leaves.
+    await bob.page.getByRole('button', { name: 'Group details' }).click();
+    await bob.page.getByRole('button', { name: 'Leave group' }).click();
+    await bob.page.getByRole('dialog').getByRole('button', { name: 'Leave group' }).click();
+    await alice.page.locator('.system', { hasText: 'Bob Chen left' }).waitFor();
+    await alice.page.keyboard.press('Escape');
+  });
+
+  step('loads history as you scroll up, and sends multi-line messages with Shift+Enter', async () => {
+    const erin = new NatterApi(server.url);
+    const login = await erin.register({ username: `erin${suffix}`, password: PASSWORD, display_name: 'Erin Walsh' });
+    void login;
+    const alicesId = (await erin.lookupUser(names.alice)).id;
+    const chat = await erin.createDirect(alicesId);
+    for (let i = 1; i <= 120; i++) await erin.send(chat.id, `Note ${i} of 120`);
+    await listItem(alice.page, 'Erin Walsh').waitFor();
+    await until(async () => (await listItem(alice.page, 'Erin Walsh').locator('.badge').textContent()) === '99+', 'a capped unread badge');
+    await openConversation(alice.page, 'Erin Walsh');
+    await bubbles(alice.page, 'Note 120 of 120').waitFor();
+    const shown = await alice.page.locator('.messages .msg').count();
+    assert.ok(shown < 120, `only the newest page at first (${shown})`);
+    const scroller = alice.page.locator('.scroller');
+    await until(async () => {
+      await scroller.evaluate((el) => { el.scrollTop = 0; });
+      return (await alice.page.locator('.timeline-start').count()) > 0;
+    }, 'the beginning of the conversation');
+    assert.equal(await alice.page.locator('.messages .msg').count(), 120);
+    const seqs = await alice.page.locator('.messages .msg').evaluateAll((els) => els.map((e) => Number(/** @type {HTMLElement} */ (e).dataset.seq)));
+    assert.deepEqual(seqs, Array.from({ length: 120 }, (_, i) => i + 1));
+    await alice.page.locator('.day', { hasText: 'Today' }).first().waitFor();
+
+    const input = alice.page.getByRole('textbox', { name: 'Message' });
+    await input.click();
+    await input.pressSequentially('Thanks for the notes!');
+    await input.press('Shift+Enter');
+    await input.pressSequentially('Reading them now.');
+    await input.press('Enter');
+    const page = await until(async () => {
+      const history = await erin.history(chat.id, { before: 1000, limit: 1 });
+      return history.messages[0]?.content.type === 'text' && history.messages[0].content.text.startsWith('Thanks') ? history : undefined;
+    }, 'the multi-line message');
+    assert.deepEqual(page.messages[0].content, { type: 'text', text: 'Thanks for the notes!\nReading them now.' });
+    assert.equal(await input.inputValue(), '');
+
+    // Web addresses become links (text stays text: no markup is interpreted).
+    await erin.send(chat.id, 'Plan: https://example.org/plan?day=2. <b>not bold</b>');
+    const link = bubbles(alice.page, 'Plan:').locator('a');
+    await link.waitFor();
+    assert.equal(await link.getAttribute('href'), 'https://example.org/plan?day=2');
+    assert.equal(await link.getAttribute('rel'), 'noopener noreferrer nofollow');
+    assert.equal(await bubbles(alice.page, 'Plan:').locator('b').count(), 0);
+  });
+
+  step('lists devices and revokes one, which signs that device out', async () => {
+    const other = await openApp(browser, server.url);
+    await other.page.getByLabel('Username', { exact: true }).fill(names.alice);
+    await other.page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+    await other.page.getByRole('button', { name: 'Sign in' }).click();
+    await other.page.locator('.sidebar').waitFor();
+    await listItem(other.page, 'Bob Chen').waitFor();
+
+    await alice.page.getByRole('button', { name: /Account menu/ }).click();
+    await alice.page.getByRole('menuitem', { name: 'Devices' }).click();
+    const dialog = alice.page.getByRole('dialog', { name: 'Your devices' });
+    await until(async () => (await dialog.locator('.device').count()) === 2, 'two devices');
+    await screenshot(alice.page, '11-devices');
+    await dialog.getByRole('button', { name: /^Revoke/ }).click();
+    await until(async () => (await dialog.locator('.device').count()) === 1, 'one device left');
+    await alice.page.keyboard.press('Escape');
+    await other.page.locator('.notice', { hasText: 'signed out' }).waitFor();
+    await other.context.close();
+  });
+
+  step('notifies of new messages while hidden, with the unread count in the title', async () => {
+    // A hidden tab cannot be made in headless Chromium: pretend, and record notifications.
+    await alice.page.evaluate(() => {
+      /** @type {any} */ (window).shown = [];
+      class FakeNotification {
+        static permission = 'granted';
+        static requestPermission() { return Promise.resolve('granted'); }
+        /** @param {string} title @param {any} options */
+        constructor(title, options) { /** @type {any} */ (window).shown.push({ title, body: options.body }); }
+        close() {}
+      }
+      Object.defineProperty(window, 'Notification', { value: FakeNotification, configurable: true });
+      Object.defineProperty(document, 'hidden', { get: () => true, configurable: true });
+      Object.defineProperty(document, 'visibilityState', { get: () => 'hidden', configurable: true });
+    });
+    await alice.page.evaluate(() => { location.hash = '#/'; });
+    await openConversation(bob.page, 'Alice Martin');
+    await send(bob.page, 'Are you there?');
+    await until(async () => (await alice.page.evaluate(() => /** @type {any} */ (window).shown.length)) > 0, 'a notification');
+    const shown = await alice.page.evaluate(() => /** @type {any} */ (window).shown);
+    assert.deepEqual(shown[0], { title: 'Bob Chen', body: 'Are you there?' });
+    await until(async () => /^\(\d+\) Natter$/.test(await alice.page.title()), 'the unread count in the title');
+  });
+
+  step('works at phone width', async () => {
+    const phone = await openApp(browser, server.url, { viewport: { width: 390, height: 844 } });
+    await phone.page.getByLabel('Username', { exact: true }).fill(names.bob);
+    await phone.page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+    await screenshot(phone.page, '12-phone-sign-in');
+    await phone.page.getByRole('button', { name: 'Sign in' }).click();
+    await listItem(phone.page, 'Alice Martin').waitFor();
+    await screenshot(phone.page, '13-phone-list');
+    await listItem(phone.page, 'Alice Martin').click();
+    await bubbles(phone.page, 'Are you there?').waitFor();
+    assert.equal(await phone.page.locator('.sidebar').isVisible(), false);
+    await screenshot(phone.page, '14-phone-conversation');
+    await phone.page.emulateMedia({ colorScheme: 'dark' });
+    await screenshot(phone.page, '15-phone-dark');
+    await phone.page.emulateMedia({ colorScheme: 'light' });
+    // Esc goes back to the list.
+    await phone.page.locator('.scroller').click();
+    await phone.page.keyboard.press('Escape');
+    await phone.page.locator('.sidebar').waitFor();
+    await phone.context.close();
+  });
+
+  step('raised no error in the pages', () => {
+    assert.deepEqual(alice.errors, []);
+    assert.deepEqual(bob.errors, []);
+  });
+});
