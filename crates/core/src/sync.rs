@@ -16,7 +16,8 @@ pub struct SyncPlan {
     pub cursor: Pos,
     pub more: bool,
     pub messages: Vec<Message>,
-    /// Conversations whose current state goes into the page (every conversation touched by it).
+    /// Conversations whose current state goes into the page: those whose members, markers or title
+    /// changed in it.
     pub conversation_ids: Vec<ConversationId>,
 }
 
@@ -77,14 +78,15 @@ pub fn plan_sync_page(
         (head.max(cursor), false)
     };
 
+    // Only state items carry a conversation's state: a client that has a conversation's messages
+    // got its state when it changed, so a page of plain messages stays plain (a reconnect storm
+    // must not read and send every member list again).
     let mut conversation_ids: Vec<ConversationId> = Vec::new();
     let mut page_messages = Vec::new();
     for (_, conversation_id, message) in items {
-        if !conversation_ids.contains(&conversation_id) {
-            conversation_ids.push(conversation_id);
-        }
-        if let Some(message) = message {
-            page_messages.push(message);
+        match message {
+            Some(message) => page_messages.push(message),
+            None => conversation_ids.push(conversation_id),
         }
     }
     SyncPlan {
@@ -137,7 +139,8 @@ mod tests {
         assert_eq!(plan.cursor, 20);
         assert!(!plan.more);
         assert_eq!(plan.messages.len(), 2);
-        assert_eq!(plan.conversation_ids, vec![1, 2]);
+        // Conversation 1 only got a message; conversation 2 also changed state.
+        assert_eq!(plan.conversation_ids, vec![2]);
     }
 
     #[test]

@@ -30,7 +30,7 @@ use crate::sessions::queue::Frame;
 use crate::sessions::{CloseReason, SessionQueue};
 
 /// Per-connection read buffer: small, because an idle connection should cost a few KiB.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+const READ_BUFFER_BYTES: usize = 1024;
 /// Writes are flushed once this much is buffered (and after every batch).
 const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 

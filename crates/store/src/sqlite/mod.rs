@@ -100,6 +100,8 @@ pub struct SqliteStore {
     head: Arc<AtomicU64>,
     listener: Arc<OnceLock<CommitListener>>,
     path: PathBuf,
+    /// Dropped with the store, which stops the checkpointer.
+    _checkpointer: mpsc::Sender<()>,
 }
 
 fn open_connection(path: &Path, durability: Durability) -> rusqlite::Result<Connection> {
@@ -152,6 +154,18 @@ impl SqliteStore {
         let writer_head = head.clone();
         let writer_listener = listener.clone();
         let group_max = config.commit_group_max.max(1);
+        // Checkpoints copy the WAL back into the database file and sync it: tens of milliseconds
+        // that must not stall a commit. The writer never checkpoints; a thread of its own does,
+        // in PASSIVE mode, which never blocks the writer.
+        writer
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(db_error)?;
+        let checkpoint_conn = open_connection(&config.path, config.durability).map_err(db_error)?;
+        let (checkpointer, stop) = mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("natter-sqlite-checkpoint".into())
+            .spawn(move || run_checkpointer(checkpoint_conn, stop))
+            .map_err(|e| Error::internal(format!("cannot start the checkpointer: {e}")))?;
         std::thread::Builder::new()
             .name("natter-sqlite-writer".into())
             .spawn(move || run_writer(writer, queue, writer_head, writer_listener, group_max))
@@ -163,6 +177,7 @@ impl SqliteStore {
             head,
             listener,
             path: config.path,
+            _checkpointer: checkpointer,
         })
     }
 
@@ -237,6 +252,21 @@ impl SqliteStore {
     pub(crate) fn head_pos(&self) -> Pos {
         self.head.load(Ordering::Acquire)
     }
+}
+
+/// How often the checkpointer copies the WAL into the database file.
+const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
+fn run_checkpointer(conn: Connection, stop: mpsc::Receiver<()>) {
+    // Runs until the store (the only sender) is dropped.
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_INTERVAL) {
+        let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "sqlite checkpoint");
+        }
+    }
+    // A last full checkpoint keeps the WAL small for the next start.
+    let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
 }
 
 fn run_writer(
