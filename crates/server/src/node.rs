@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use natter_broker::{InProcessBroker, NatsBroker};
 use natter_core::{Broker, Core, CoreConfig, Store};
 use natter_store::postgres::redact;
@@ -176,6 +177,13 @@ pub async fn serve(config: Config) -> Result<(), String> {
 
     let router = gateway::router(app.clone());
     let shutdown_app = app.clone();
+    // Frames are small and latency matters: Nagle's algorithm would hold a frame back until the
+    // previous one is acknowledged, which meets delayed ACKs as a 40 ms stall.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY");
+        }
+    });
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
