@@ -100,8 +100,6 @@ pub struct SqliteStore {
     head: Arc<AtomicU64>,
     listener: Arc<OnceLock<CommitListener>>,
     path: PathBuf,
-    /// Dropped with the store, which stops the checkpointer.
-    _checkpointer: mpsc::Sender<()>,
 }
 
 fn open_connection(path: &Path, durability: Durability) -> rusqlite::Result<Connection> {
@@ -154,18 +152,12 @@ impl SqliteStore {
         let writer_head = head.clone();
         let writer_listener = listener.clone();
         let group_max = config.commit_group_max.max(1);
-        // Checkpoints copy the WAL back into the database file and sync it: tens of milliseconds
-        // that must not stall a commit. The writer never checkpoints; a thread of its own does,
-        // in PASSIVE mode, which never blocks the writer.
+        // The writer checkpoints by itself (SQLite's automatic checkpoint, between commits): a
+        // checkpointer running beside a busy writer never catches up, and the WAL then grows
+        // without bound. Once checkpointed, the WAL file is cut back to this size.
         writer
-            .pragma_update(None, "wal_autocheckpoint", 0)
+            .pragma_update(None, "journal_size_limit", WAL_BYTES_KEPT)
             .map_err(db_error)?;
-        let checkpoint_conn = open_connection(&config.path, config.durability).map_err(db_error)?;
-        let (checkpointer, stop) = mpsc::channel::<()>();
-        std::thread::Builder::new()
-            .name("natter-sqlite-checkpoint".into())
-            .spawn(move || run_checkpointer(checkpoint_conn, stop))
-            .map_err(|e| Error::internal(format!("cannot start the checkpointer: {e}")))?;
         std::thread::Builder::new()
             .name("natter-sqlite-writer".into())
             .spawn(move || run_writer(writer, queue, writer_head, writer_listener, group_max))
@@ -177,7 +169,6 @@ impl SqliteStore {
             head,
             listener,
             path: config.path,
-            _checkpointer: checkpointer,
         })
     }
 
@@ -254,20 +245,8 @@ impl SqliteStore {
     }
 }
 
-/// How often the checkpointer copies the WAL into the database file.
-const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
-
-fn run_checkpointer(conn: Connection, stop: mpsc::Receiver<()>) {
-    // Runs until the store (the only sender) is dropped.
-    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_INTERVAL) {
-        let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "sqlite checkpoint");
-        }
-    }
-    // A last full checkpoint keeps the WAL small for the next start.
-    let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
-}
+/// The WAL file is truncated back to this size after a checkpoint.
+const WAL_BYTES_KEPT: i64 = 64 * 1024 * 1024;
 
 fn run_writer(
     mut conn: Connection,
@@ -313,6 +292,12 @@ fn run_writer(
 
 type GroupOutcome = Result<(Pos, Vec<Event>, usize)>;
 
+/// Run a statement through the statement cache: the savepoints around every job would otherwise
+/// be parsed again each time.
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 fn commit_group(
     conn: &mut Connection,
     batch: &mut Vec<Job>,
@@ -347,19 +332,20 @@ fn commit_group(
     };
     for job in batch.drain(..) {
         let saved = (ctx.next_pos, ctx.events.len(), ctx.messages);
-        if let Err(e) = ctx.conn.execute_batch("SAVEPOINT job") {
+        if let Err(e) = run_cached(ctx.conn, "SAVEPOINT job") {
             tracing::error!(error = %e, "savepoint");
             drop(job);
             continue;
         }
         let (ok, finish) = job(&mut ctx);
         let closed = if ok {
-            ctx.conn.execute_batch("RELEASE job")
+            run_cached(ctx.conn, "RELEASE job")
         } else {
             ctx.next_pos = saved.0;
             ctx.events.truncate(saved.1);
             ctx.messages = saved.2;
-            ctx.conn.execute_batch("ROLLBACK TO job; RELEASE job")
+            run_cached(ctx.conn, "ROLLBACK TO job")
+                .and_then(|_| run_cached(ctx.conn, "RELEASE job"))
         };
         if let Err(e) = closed {
             tracing::error!(error = %e, "closing savepoint");
