@@ -1,0 +1,900 @@
+//! Connections of the load generator, one per simulated client, for every protocol the bench
+//! speaks: Natter's JSON frames over WebSocket, Socket.IO (Engine.IO v4 over WebSocket), and the
+//! NATS text protocol (core and JetStream publish).
+//!
+//! Each connection is two tasks: a writer that drains a channel of [`Out`] items into one buffer
+//! and writes it with one call, and a reader that parses every complete frame of one `read` and
+//! hands each to the scenario's [`Handler`], then calls [`Handler::flush`] once (so that shared
+//! histograms are locked once per read, not once per frame).
+//!
+//! The encoding is chosen per connection ([`Proto`]); Natter's Protocol Buffers subprotocol
+//! (`natter.v1.proto`) slots in as another `Proto` with its own encode and decode functions.
+
+use std::borrow::Cow;
+use std::io::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::wire::{self, Frame, NatsItem, ReadBuf, Rng, WsParser};
+
+/// The protocol a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    /// Natter over WebSocket, JSON frames (`natter.v1.json`).
+    Natter,
+    /// Socket.IO v4 over its WebSocket transport.
+    SocketIo,
+    /// NATS core publish/subscribe.
+    Nats,
+    /// NATS with JetStream publish (acknowledged once stored).
+    JetStream,
+}
+
+impl Proto {
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::Natter => "natter",
+            Proto::SocketIo => "socketio",
+            Proto::Nats => "nats",
+            Proto::JetStream => "jetstream",
+        }
+    }
+
+    /// Whether a send gets an acknowledgement (NATS core publish gets none).
+    pub fn acks(self) -> bool {
+        self != Proto::Nats
+    }
+}
+
+/// Where and how to connect.
+#[derive(Clone)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub proto: Proto,
+}
+
+/// What a scenario asks a connection to write.
+pub enum Out {
+    /// Benchmark message `k` to channel `channel`, meant to leave at `intended_ns`.
+    Send {
+        k: u64,
+        channel: u32,
+        intended_ns: u64,
+    },
+    /// A text frame (Natter command, Socket.IO packet).
+    Text(String),
+    /// Raw protocol bytes (NATS).
+    Raw(Vec<u8>),
+    /// Answer a WebSocket ping.
+    Pong(Vec<u8>),
+    /// Close cleanly (WebSocket close frame), then stop writing.
+    Close,
+}
+
+pub type Outbox = mpsc::UnboundedSender<Out>;
+
+/// The reply id that a NATS `PONG` is reported as.
+pub const PONG_ID: u64 = u64::MAX;
+
+/// A parsed Natter server frame: only the fields the bench reads, borrowed from the buffer.
+#[derive(Deserialize)]
+pub struct InFrame<'a> {
+    #[serde(rename = "type", borrow)]
+    pub kind: Cow<'a, str>,
+    pub id: Option<u64>,
+    pub cursor: Option<u64>,
+    #[serde(borrow)]
+    pub message: Option<InMessage<'a>>,
+    #[serde(borrow)]
+    pub code: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub data: Option<InData<'a>>,
+}
+
+/// `result` data: an ack (`seq`, `pos`) or a sync page (`cursor`, `more`, `messages`).
+#[derive(Deserialize, Default)]
+pub struct InData<'a> {
+    pub seq: Option<u64>,
+    pub cursor: Option<u64>,
+    pub more: Option<bool>,
+    #[serde(borrow, default)]
+    pub messages: Vec<InMessage<'a>>,
+}
+
+#[derive(Deserialize)]
+pub struct InMessage<'a> {
+    pub seq: u64,
+    pub pos: u64,
+    #[serde(borrow)]
+    pub content: InContent<'a>,
+}
+
+#[derive(Deserialize)]
+pub struct InContent<'a> {
+    #[serde(borrow)]
+    pub text: Option<Str<'a>>,
+}
+
+/// A string borrowed from the frame unless it had escapes (serde copies `Option<Cow<str>>`).
+pub struct Str<'a>(pub Cow<'a, str>);
+
+impl std::ops::Deref for Str<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Cow<'de, str>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Cow::Borrowed(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(v.to_string()))
+            }
+        }
+        deserializer.deserialize_str(Visitor).map(Str)
+    }
+}
+
+/// What a connection hands to its scenario.
+pub enum Ev<'a> {
+    /// The reply to request `id` (for benchmark sends `id` is `k`); `data` for Natter only.
+    Reply {
+        id: u64,
+        data: Option<&'a InData<'a>>,
+    },
+    /// An error reply or protocol error.
+    Error { id: Option<u64>, code: &'a str },
+    /// A delivered message; `k`/`intended_ns` are set for benchmark messages.
+    Delivery {
+        bench: Option<(u64, u64)>,
+        seq: u64,
+        cursor: u64,
+    },
+    /// Anything else (presence, receipts, …).
+    Other,
+    /// The connection ended (close code if the server sent one).
+    Closed { code: Option<u16> },
+}
+
+/// A scenario's per-connection logic, run on the connection's reader task.
+pub trait Handler: Send + 'static {
+    fn on(&mut self, ev: Ev<'_>, out: &Outbox);
+    /// Called after the frames of one read were handled.
+    fn flush(&mut self) {}
+    /// Bytes that one read took from the socket (framing included).
+    fn bytes(&mut self, _n: usize) {}
+}
+
+/// The text of benchmark message `k`: `nb <intended_ns> <k> ` padded with `x` to `size` bytes.
+pub fn bench_text(out: &mut Vec<u8>, intended_ns: u64, k: u64, size: usize) {
+    let start = out.len();
+    let _ = write!(out, "nb {intended_ns} {k} ");
+    let written = out.len() - start;
+    if written < size {
+        out.resize(start + size, b'x');
+    }
+}
+
+/// Parse `nb <intended_ns> <k>` from the start of a message text.
+pub fn parse_bench_text(text: &[u8]) -> Option<(u64, u64)> {
+    let rest = text.strip_prefix(b"nb ")?;
+    let mut parts = rest.split(|b| *b == b' ');
+    let intended = parse_u64(parts.next()?)?;
+    let k = parse_u64(parts.next()?)?;
+    Some((k, intended))
+}
+
+fn parse_u64(bytes: &[u8]) -> Option<u64> {
+    if bytes.is_empty() || bytes.len() > 20 {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for b in bytes {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some(n)
+}
+
+/// How a connection encodes benchmark sends.
+pub struct Encoding {
+    /// Channel index → Natter conversation id (unused by peers: rooms and subjects are indexes).
+    pub conversations: Vec<u64>,
+    /// Bytes of each message's text.
+    pub size: usize,
+}
+
+/// The source address of the `i`-th connection: 127.0.0.2, 127.0.0.3, … `per_source` each, so
+/// that no source address runs out of ephemeral ports.
+pub fn source_for(i: usize, per_source: usize) -> IpAddr {
+    let n = 2 + (i / per_source.max(1)) as u32;
+    IpAddr::V4(Ipv4Addr::from(0x7F00_0000u32 + n.min(0x00FF_FFFE)))
+}
+
+/// An open connection.
+pub struct Conn {
+    pub out: Outbox,
+    reader: JoinHandle<()>,
+    writer: JoinHandle<()>,
+}
+
+impl Conn {
+    /// Drop the connection at once, without a close handshake (a network drop).
+    pub fn abort(&self) {
+        self.reader.abort();
+        self.writer.abort();
+    }
+
+    pub fn send(&self, out: Out) {
+        let _ = self.out.send(out);
+    }
+}
+
+/// Connection setup failures: `status` is the HTTP status of a refused upgrade.
+#[derive(Debug)]
+pub struct ConnectError {
+    pub status: u16,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.status > 0 {
+            write!(f, "HTTP {}: {}", self.status, self.message.trim())
+        } else {
+            write!(f, "{}", self.message)
+        }
+    }
+}
+
+fn err(message: impl Into<String>) -> ConnectError {
+    ConnectError {
+        status: 0,
+        message: message.into(),
+    }
+}
+
+impl From<std::io::Error> for ConnectError {
+    fn from(e: std::io::Error) -> Self {
+        err(e.to_string())
+    }
+}
+
+const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Open a connection and complete the protocol's own handshake: Natter's `hello`, Socket.IO's
+/// namespace connect, NATS's `CONNECT`/`PONG`. Then start its reader and writer.
+pub async fn open(
+    endpoint: &Endpoint,
+    source: Option<IpAddr>,
+    token: &str,
+    conn_id: u64,
+    encoding: Arc<Encoding>,
+    handler: Box<dyn Handler>,
+) -> Result<Conn, ConnectError> {
+    match tokio::time::timeout(
+        SETUP_TIMEOUT,
+        open_inner(endpoint, source, token, conn_id, encoding, handler),
+    )
+    .await
+    {
+        Ok(result) => result,
+        Err(_) => Err(err("connection setup timed out")),
+    }
+}
+
+async fn open_inner(
+    endpoint: &Endpoint,
+    source: Option<IpAddr>,
+    token: &str,
+    conn_id: u64,
+    encoding: Arc<Encoding>,
+    handler: Box<dyn Handler>,
+) -> Result<Conn, ConnectError> {
+    let mut rng = Rng::new(conn_id.wrapping_mul(7919) ^ wire::Rng::seeded().next());
+    let mut stream = wire::tcp_connect(source, endpoint.addr).await?;
+    let host = endpoint.addr.to_string();
+    let mut parser = WsParser::default();
+    let mut preamble: Vec<u8> = Vec::new();
+    match endpoint.proto {
+        Proto::Natter => {
+            let path = format!("/v1/ws?token={token}");
+            let rest = wire::ws_handshake(
+                &mut stream,
+                &host,
+                &path,
+                Some(natter_proto::SUBPROTOCOL_JSON),
+                &mut rng,
+            )
+            .await
+            .map_err(|e| ConnectError {
+                status: e.status,
+                message: e.message,
+            })?;
+            let mut buf = ReadBuf::new(rest);
+            let (mut rd, wr) = stream.into_split();
+            // The first frame is `hello`; an `error` frame or a close means refusal.
+            loop {
+                match parser.next(&mut buf)? {
+                    Some(Frame::Text(text)) => {
+                        let frame: InFrame = serde_json::from_slice(text)
+                            .map_err(|e| err(format!("bad first frame: {e}")))?;
+                        if frame.kind == "hello" {
+                            break;
+                        }
+                        return Err(err(format!("refused: {}", String::from_utf8_lossy(text))));
+                    }
+                    Some(Frame::Close(code)) => return Err(err(format!("closed with {code}"))),
+                    Some(_) => continue,
+                    None => {
+                        if buf.fill(&mut rd).await? == 0 {
+                            return Err(err("closed before hello"));
+                        }
+                    }
+                }
+            }
+            Ok(spawn(
+                endpoint.proto,
+                rd,
+                wr,
+                buf,
+                parser,
+                conn_id,
+                encoding,
+                handler,
+                rng,
+            ))
+        }
+        Proto::SocketIo => {
+            let rest = wire::ws_handshake(
+                &mut stream,
+                &host,
+                "/socket.io/?EIO=4&transport=websocket",
+                None,
+                &mut rng,
+            )
+            .await
+            .map_err(|e| ConnectError {
+                status: e.status,
+                message: e.message,
+            })?;
+            let mut buf = ReadBuf::new(rest);
+            let (mut rd, mut wr) = stream.into_split();
+            let mut connected = false;
+            loop {
+                match parser.next(&mut buf)? {
+                    Some(Frame::Text(text)) => match text {
+                        [b'0', ..] => {
+                            let mut frame = Vec::new();
+                            wire::encode_frame(&mut frame, wire::OP_TEXT, b"40", &mut rng);
+                            wire::write_all(&mut wr, &frame).await?;
+                            connected = true;
+                        }
+                        [b'4', b'0', ..] if connected => break,
+                        [b'4', b'4', ..] => {
+                            return Err(err(format!(
+                                "socket.io refused: {}",
+                                String::from_utf8_lossy(text)
+                            )));
+                        }
+                        _ => continue,
+                    },
+                    Some(Frame::Close(code)) => return Err(err(format!("closed with {code}"))),
+                    Some(_) => continue,
+                    None => {
+                        if buf.fill(&mut rd).await? == 0 {
+                            return Err(err("closed during socket.io connect"));
+                        }
+                    }
+                }
+            }
+            Ok(spawn(
+                endpoint.proto,
+                rd,
+                wr,
+                buf,
+                parser,
+                conn_id,
+                encoding,
+                handler,
+                rng,
+            ))
+        }
+        Proto::Nats | Proto::JetStream => {
+            let (mut rd, mut wr) = stream.into_split();
+            let mut buf = ReadBuf::new(Vec::new());
+            preamble.extend_from_slice(
+                b"CONNECT {\"verbose\":false,\"pedantic\":false,\"echo\":true,\"headers\":false,\
+                  \"protocol\":1,\"name\":\"natter-bench\",\"lang\":\"rust\",\"version\":\"0.1\"}\r\nPING\r\n",
+            );
+            let mut sent = false;
+            loop {
+                match wire::nats_next(&mut buf)? {
+                    Some(NatsItem::Info(_)) if !sent => {
+                        wire::write_all(&mut wr, &preamble).await?;
+                        sent = true;
+                    }
+                    Some(NatsItem::Pong) if sent => break,
+                    Some(NatsItem::Ping) => wire::write_all(&mut wr, b"PONG\r\n").await?,
+                    Some(NatsItem::Err(line)) => {
+                        return Err(err(format!("nats: {}", String::from_utf8_lossy(line))));
+                    }
+                    Some(_) => continue,
+                    None => {
+                        if buf.fill(&mut rd).await? == 0 {
+                            return Err(err("closed during nats connect"));
+                        }
+                    }
+                }
+            }
+            Ok(spawn(
+                endpoint.proto,
+                rd,
+                wr,
+                buf,
+                parser,
+                conn_id,
+                encoding,
+                handler,
+                rng,
+            ))
+        }
+    }
+}
+
+/// Start the reader and writer tasks of an open connection.
+#[allow(clippy::too_many_arguments)]
+fn spawn(
+    proto: Proto,
+    rd: tokio::net::tcp::OwnedReadHalf,
+    wr: tokio::net::tcp::OwnedWriteHalf,
+    buf: ReadBuf,
+    parser: WsParser,
+    conn_id: u64,
+    encoding: Arc<Encoding>,
+    handler: Box<dyn Handler>,
+    rng: Rng,
+) -> Conn {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let writer = tokio::spawn(write_loop(proto, wr, rx, conn_id, encoding, rng));
+    let reader = tokio::spawn(read_loop(proto, rd, buf, parser, handler, tx.clone()));
+    Conn {
+        out: tx,
+        reader,
+        writer,
+    }
+}
+
+async fn write_loop(
+    proto: Proto,
+    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Out>,
+    conn_id: u64,
+    encoding: Arc<Encoding>,
+    mut rng: Rng,
+) {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut scratch: Vec<u8> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        buf.clear();
+        let mut closing = encode(
+            proto,
+            first,
+            &mut buf,
+            &mut scratch,
+            conn_id,
+            &encoding,
+            &mut rng,
+        );
+        while !closing && buf.len() < 256 * 1024 {
+            match rx.try_recv() {
+                Ok(next) => {
+                    closing = encode(
+                        proto,
+                        next,
+                        &mut buf,
+                        &mut scratch,
+                        conn_id,
+                        &encoding,
+                        &mut rng,
+                    )
+                }
+                Err(_) => break,
+            }
+        }
+        if wire::write_all(&mut wr, &buf).await.is_err() || closing {
+            break;
+        }
+        if buf.capacity() > 256 * 1024 {
+            buf = Vec::new();
+        }
+    }
+}
+
+/// Encode one item; returns true when the connection should stop writing after it.
+fn encode(
+    proto: Proto,
+    item: Out,
+    buf: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    conn_id: u64,
+    encoding: &Encoding,
+    rng: &mut Rng,
+) -> bool {
+    match item {
+        Out::Send {
+            k,
+            channel,
+            intended_ns,
+        } => {
+            scratch.clear();
+            match proto {
+                Proto::Natter => {
+                    let conversation = encoding
+                        .conversations
+                        .get(channel as usize)
+                        .copied()
+                        .unwrap_or(0);
+                    let _ = write!(
+                        scratch,
+                        "{{\"id\":{k},\"type\":\"send\",\"conversation_id\":{conversation},\
+                         \"client_msg_id\":\"{k}\",\"content\":{{\"type\":\"text\",\"text\":\""
+                    );
+                    bench_text(scratch, intended_ns, k, encoding.size);
+                    scratch.extend_from_slice(b"\"}}");
+                    wire::encode_frame(buf, wire::OP_TEXT, scratch, rng);
+                }
+                Proto::SocketIo => {
+                    let _ = write!(scratch, "42{k}[\"send\",\"{channel}\",\"");
+                    bench_text(scratch, intended_ns, k, encoding.size);
+                    scratch.extend_from_slice(b"\"]");
+                    wire::encode_frame(buf, wire::OP_TEXT, scratch, rng);
+                }
+                Proto::Nats | Proto::JetStream => {
+                    bench_text(scratch, intended_ns, k, encoding.size);
+                    if proto == Proto::JetStream {
+                        let _ = write!(
+                            buf,
+                            "PUB bench.{channel} _INBOX.{conn_id}.{k} {}\r\n",
+                            scratch.len()
+                        );
+                    } else {
+                        let _ = write!(buf, "PUB bench.{channel} {}\r\n", scratch.len());
+                    }
+                    buf.extend_from_slice(scratch);
+                    buf.extend_from_slice(b"\r\n");
+                }
+            }
+            false
+        }
+        Out::Text(text) => {
+            wire::encode_frame(buf, wire::OP_TEXT, text.as_bytes(), rng);
+            false
+        }
+        Out::Raw(bytes) => {
+            buf.extend_from_slice(&bytes);
+            false
+        }
+        Out::Pong(payload) => {
+            wire::encode_frame(buf, wire::OP_PONG, &payload, rng);
+            false
+        }
+        Out::Close => {
+            if matches!(proto, Proto::Natter | Proto::SocketIo) {
+                wire::encode_frame(buf, wire::OP_CLOSE, &1000u16.to_be_bytes(), rng);
+            }
+            true
+        }
+    }
+}
+
+async fn read_loop(
+    proto: Proto,
+    mut rd: tokio::net::tcp::OwnedReadHalf,
+    mut buf: ReadBuf,
+    mut parser: WsParser,
+    mut handler: Box<dyn Handler>,
+    out: Outbox,
+) {
+    let mut close_code = None;
+    'outer: loop {
+        // Handle what is buffered (the handshake may have left frames), then read more.
+        loop {
+            let step = match proto {
+                Proto::Natter | Proto::SocketIo => match parser.next(&mut buf) {
+                    Ok(Some(frame)) => handle_ws(proto, frame, &mut *handler, &out),
+                    Ok(None) => break,
+                    Err(_) => Step::End,
+                },
+                Proto::Nats | Proto::JetStream => match wire::nats_next(&mut buf) {
+                    Ok(Some(item)) => handle_nats(item, &mut *handler, &out),
+                    Ok(None) => break,
+                    Err(_) => Step::End,
+                },
+            };
+            match step {
+                Step::Continue => {}
+                Step::Closed(code) => {
+                    close_code = Some(code);
+                    break 'outer;
+                }
+                Step::End => break 'outer,
+            }
+        }
+        handler.flush();
+        buf.shrink_if_idle();
+        match buf.fill(&mut rd).await {
+            Ok(n) if n > 0 => handler.bytes(n),
+            _ => break,
+        }
+    }
+    handler.on(Ev::Closed { code: close_code }, &out);
+    handler.flush();
+}
+
+enum Step {
+    Continue,
+    Closed(u16),
+    End,
+}
+
+fn handle_ws(proto: Proto, frame: Frame<'_>, handler: &mut dyn Handler, out: &Outbox) -> Step {
+    match frame {
+        Frame::Text(text) if proto == Proto::Natter => handle_natter(text, handler, out),
+        Frame::Text(text) => handle_socketio(text, handler, out),
+        Frame::Ping(payload) => {
+            let _ = out.send(Out::Pong(payload.to_vec()));
+            Step::Continue
+        }
+        Frame::Close(code) => Step::Closed(code),
+        Frame::Binary(_) | Frame::Pong => Step::Continue,
+    }
+}
+
+fn handle_natter(text: &[u8], handler: &mut dyn Handler, out: &Outbox) -> Step {
+    let Ok(frame) = serde_json::from_slice::<InFrame>(text) else {
+        handler.on(
+            Ev::Error {
+                id: None,
+                code: "undecodable_frame",
+            },
+            out,
+        );
+        return Step::Continue;
+    };
+    match frame.kind.as_ref() {
+        "message" => {
+            if let Some(message) = &frame.message {
+                let bench = message
+                    .content
+                    .text
+                    .as_deref()
+                    .and_then(|t| parse_bench_text(t.as_bytes()));
+                handler.on(
+                    Ev::Delivery {
+                        bench,
+                        seq: message.seq,
+                        cursor: frame.cursor.unwrap_or(message.pos),
+                    },
+                    out,
+                );
+            }
+        }
+        "result" => {
+            let empty = InData::default();
+            handler.on(
+                Ev::Reply {
+                    id: frame.id.unwrap_or(0),
+                    data: Some(frame.data.as_ref().unwrap_or(&empty)),
+                },
+                out,
+            );
+        }
+        "error" => handler.on(
+            Ev::Error {
+                id: frame.id,
+                code: frame.code.as_deref().unwrap_or("unknown"),
+            },
+            out,
+        ),
+        _ => handler.on(Ev::Other, out),
+    }
+    Step::Continue
+}
+
+fn handle_socketio(text: &[u8], handler: &mut dyn Handler, out: &Outbox) -> Step {
+    match text {
+        [b'2', ..] => {
+            let _ = out.send(Out::Text("3".into()));
+        }
+        [b'4', b'2', rest @ ..] => {
+            // 42["msg","nb <intended> <k> …"]
+            let bench = find(rest, b"\"nb ").and_then(|at| parse_bench_text(&rest[at + 1..]));
+            handler.on(
+                Ev::Delivery {
+                    bench,
+                    seq: 0,
+                    cursor: 0,
+                },
+                out,
+            );
+        }
+        [b'4', b'3', rest @ ..] => {
+            let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+            if let Some(id) = parse_u64(&rest[..digits]) {
+                handler.on(Ev::Reply { id, data: None }, out);
+            }
+        }
+        [b'4', b'4', ..] => handler.on(
+            Ev::Error {
+                id: None,
+                code: "socketio_connect_error",
+            },
+            out,
+        ),
+        [b'1', ..] | [b'4', b'1', ..] => return Step::Closed(1000),
+        _ => handler.on(Ev::Other, out),
+    }
+    Step::Continue
+}
+
+fn handle_nats(item: NatsItem<'_>, handler: &mut dyn Handler, out: &Outbox) -> Step {
+    match item {
+        NatsItem::Msg { subject, payload } => {
+            if let Some(rest) = subject.strip_prefix(b"_INBOX.") {
+                let id = rest
+                    .iter()
+                    .rposition(|b| *b == b'.')
+                    .and_then(|dot| parse_u64(&rest[dot + 1..]));
+                if find(payload, b"\"error\"").is_some() {
+                    handler.on(
+                        Ev::Error {
+                            id,
+                            code: "jetstream_error",
+                        },
+                        out,
+                    );
+                } else if let Some(id) = id {
+                    handler.on(Ev::Reply { id, data: None }, out);
+                }
+            } else {
+                handler.on(
+                    Ev::Delivery {
+                        bench: parse_bench_text(payload),
+                        seq: 0,
+                        cursor: 0,
+                    },
+                    out,
+                );
+            }
+        }
+        NatsItem::Ping => {
+            let _ = out.send(Out::Raw(b"PONG\r\n".to_vec()));
+        }
+        NatsItem::Err(_) => handler.on(
+            Ev::Error {
+                id: None,
+                code: "nats_error",
+            },
+            out,
+        ),
+        NatsItem::Pong => handler.on(
+            Ev::Reply {
+                id: PONG_ID,
+                data: None,
+            },
+            out,
+        ),
+        NatsItem::Info(_) | NatsItem::Ok => handler.on(Ev::Other, out),
+    }
+    Step::Continue
+}
+
+/// Position of `needle` in `haystack`.
+pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bench_text_round_trips_and_pads() {
+        let mut out = Vec::new();
+        bench_text(&mut out, 123_456, 42, 64);
+        assert_eq!(out.len(), 64);
+        assert_eq!(parse_bench_text(&out), Some((42, 123_456)));
+        assert_eq!(parse_bench_text(b"hello"), None);
+    }
+
+    #[test]
+    fn sources_spread_over_loopback_addresses() {
+        assert_eq!(source_for(0, 100).to_string(), "127.0.0.2");
+        assert_eq!(source_for(99, 100).to_string(), "127.0.0.2");
+        assert_eq!(source_for(100, 100).to_string(), "127.0.0.3");
+        assert_eq!(source_for(300 * 100, 100).to_string(), "127.0.1.46");
+    }
+
+    #[test]
+    fn natter_frames_parse_without_copies() {
+        let text = br#"{"type":"message","cursor":9,"message":{"conversation_id":3,"seq":2,"pos":9,"sender_id":1,"client_msg_id":"5","content":{"type":"text","text":"nb 77 5 xx"},"sent_at_ms":1}}"#;
+        let frame: InFrame = serde_json::from_slice(text).unwrap();
+        let message = frame.message.unwrap();
+        assert!(matches!(message.content.text, Some(Str(Cow::Borrowed(_)))));
+        assert_eq!((message.seq, frame.cursor), (2, Some(9)));
+        let ack = br#"{"type":"result","id":5,"data":{"conversation_id":3,"client_msg_id":"5","seq":2,"pos":9,"sent_at_ms":1,"duplicate":false}}"#;
+        let frame: InFrame = serde_json::from_slice(ack).unwrap();
+        assert_eq!(frame.data.unwrap().seq, Some(2));
+    }
+
+    #[test]
+    fn sends_encode_for_every_protocol() {
+        let encoding = Encoding {
+            conversations: vec![11, 12],
+            size: 32,
+        };
+        let mut rng = Rng::new(1);
+        for proto in [
+            Proto::Natter,
+            Proto::SocketIo,
+            Proto::Nats,
+            Proto::JetStream,
+        ] {
+            let mut buf = Vec::new();
+            let send = Out::Send {
+                k: 7,
+                channel: 1,
+                intended_ns: 99,
+            };
+            encode(
+                proto,
+                send,
+                &mut buf,
+                &mut Vec::new(),
+                4,
+                &encoding,
+                &mut rng,
+            );
+            if proto == Proto::Natter || proto == Proto::SocketIo {
+                let mut rb = ReadBuf::new(buf);
+                let mut parser = WsParser::default();
+                let Some(Frame::Text(text)) = parser.next(&mut rb).unwrap() else {
+                    panic!("no text frame");
+                };
+                let text = String::from_utf8(text.to_vec()).unwrap();
+                if proto == Proto::Natter {
+                    let frame = natter_proto::ClientFrame::decode_json(&text).unwrap();
+                    assert_eq!(frame.id, 7);
+                    assert!(text.contains("\"conversation_id\":12"));
+                } else {
+                    assert!(text.starts_with("427[\"send\",\"1\",\"nb 99 7 "));
+                }
+            } else {
+                let text = String::from_utf8(buf).unwrap();
+                let head = if proto == Proto::Nats {
+                    "PUB bench.1 32\r\n"
+                } else {
+                    "PUB bench.1 _INBOX.4.7 32\r\n"
+                };
+                assert!(text.starts_with(head), "{text}");
+            }
+        }
+    }
+}

@@ -1,0 +1,777 @@
+//! `direct` and `fanout`: open-loop message traffic at a fixed offered rate, against Natter and
+//! against its peers (Socket.IO, NATS core, NATS JetStream), one rate or a sweep of rates.
+//!
+//! Open loop: message `i` of a step is due at `start + i / rate`, whether or not earlier ones were
+//! answered; its latencies are counted from that intended time, so a stall of the server (or of
+//! the bench) shows up in the percentiles instead of silently lowering the offered load.
+//!
+//! A scheduler thread (not a tokio timer, whose resolution is 1 ms) hands each due message to its
+//! connection's writer; the lag between intended and handed-over time is reported as `send_lag`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use crate::Common;
+use crate::conn::{self, Conn, Encoding, Endpoint, Ev, Handler, Out, Outbox, PONG_ID, Proto};
+use crate::procs::{self, Server};
+use crate::setup::{self, Account};
+use crate::stats::{self, Batch, Counter, Percentiles, Progress, Recorder, fmt_ms, note};
+
+/// Socket.IO join acknowledgements use ids from here up.
+const JOIN_BASE: u64 = 1 << 60;
+
+/// The shape of the traffic.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Shape {
+    /// `pairs` conversations of two; each message is delivered to both (the sender's own echo).
+    Direct { pairs: usize },
+    /// `groups` groups of `size`; each message is delivered to every member (the sender too).
+    Fanout { groups: usize, size: usize },
+}
+
+impl Shape {
+    pub fn name(self) -> &'static str {
+        match self {
+            Shape::Direct { .. } => "direct",
+            Shape::Fanout { .. } => "fanout",
+        }
+    }
+
+    fn channels(self) -> usize {
+        match self {
+            Shape::Direct { pairs } => pairs,
+            Shape::Fanout { groups, .. } => groups,
+        }
+    }
+
+    fn members(self) -> usize {
+        match self {
+            Shape::Direct { .. } => 2,
+            Shape::Fanout { size, .. } => size,
+        }
+    }
+
+    fn connections(self) -> usize {
+        self.channels() * self.members()
+    }
+
+    /// The channel of connection `c`.
+    fn channel_of(self, c: usize) -> usize {
+        c / self.members()
+    }
+
+    /// Message `i` of a step: (sending connection, channel).
+    fn target(self, i: u64) -> (usize, u32) {
+        let channels = self.channels() as u64;
+        let members = self.members() as u64;
+        let channel = i % channels;
+        let member = (i / channels) % members;
+        ((channel * members + member) as usize, channel as u32)
+    }
+}
+
+/// Settings of one `direct`/`fanout` run.
+pub struct TrafficArgs {
+    pub shape: Shape,
+    pub rates: Vec<f64>,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub drain: Duration,
+    pub size: usize,
+    pub peers: Vec<Proto>,
+    /// Stop a sweep for a peer once a step is saturated.
+    pub stop_at_saturation: bool,
+}
+
+/// What one step (one peer, one offered rate) measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepResult {
+    pub peer: String,
+    pub offered_rate: f64,
+    pub duration_s: f64,
+    pub sent: u64,
+    pub acked: u64,
+    pub delivered: u64,
+    pub expected_deliveries: u64,
+    pub sent_per_s: f64,
+    pub delivered_per_s: f64,
+    pub ack_latency_ms: Option<Percentiles>,
+    pub receive_latency_ms: Percentiles,
+    pub send_lag_ms: Percentiles,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    pub connections_closed: u64,
+    /// Wall time of the step: warmup, measurement and drain.
+    pub wall_s: f64,
+    /// CPU seconds over `wall_s`.
+    pub server_cpu_s: Option<f64>,
+    pub bench_cpu_s: Option<f64>,
+    pub server_rss_bytes: Option<u64>,
+    pub load_average: f64,
+    /// Nothing missing, everything acknowledged, p99 under 50 ms.
+    pub sustained: bool,
+}
+
+/// Shared state of one peer's run, updated by every connection's handler.
+#[derive(Default)]
+struct Shared {
+    ack: Recorder,
+    recv: Recorder,
+    lag: Recorder,
+    sent: Counter,
+    acked: Counter,
+    delivered: Counter,
+    errors: Counter,
+    closed: Counter,
+    ready: Counter,
+    /// Messages with `k` in `[k_lo, k_hi)` are measured.
+    k_lo: AtomicU64,
+    k_hi: AtomicU64,
+    /// The schedule of the current step, to find a `k`'s intended time from an ack.
+    k0: AtomicU64,
+    start_ns: AtomicU64,
+    rate_bits: AtomicU64,
+    last_delivery_ns: AtomicU64,
+    first_error: std::sync::Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn measured(&self, k: u64) -> bool {
+        k >= self.k_lo.load(Ordering::Relaxed) && k < self.k_hi.load(Ordering::Relaxed)
+    }
+
+    fn intended_ns(&self, k: u64) -> u64 {
+        let rate = f64::from_bits(self.rate_bits.load(Ordering::Relaxed));
+        let i = k.saturating_sub(self.k0.load(Ordering::Relaxed));
+        self.start_ns.load(Ordering::Relaxed) + (i as f64 * 1e9 / rate) as u64
+    }
+}
+
+struct TrafficHandler {
+    shared: Arc<Shared>,
+    ack: Batch,
+    recv: Batch,
+    acked: u64,
+    delivered: u64,
+    errors: u64,
+    now: u64,
+}
+
+impl TrafficHandler {
+    fn new(shared: Arc<Shared>) -> TrafficHandler {
+        TrafficHandler {
+            shared,
+            ack: Batch::default(),
+            recv: Batch::default(),
+            acked: 0,
+            delivered: 0,
+            errors: 0,
+            now: 0,
+        }
+    }
+
+    fn now(&mut self) -> u64 {
+        if self.now == 0 {
+            self.now = stats::now_ns();
+        }
+        self.now
+    }
+}
+
+impl Handler for TrafficHandler {
+    fn on(&mut self, ev: Ev<'_>, _out: &Outbox) {
+        match ev {
+            Ev::Reply { id, data } => {
+                if id == PONG_ID || id >= JOIN_BASE {
+                    self.shared.ready.add(1);
+                } else if self.shared.measured(id) && data.is_none_or(|d| d.seq.is_some()) {
+                    let now = self.now();
+                    let intended = self.shared.intended_ns(id);
+                    self.ack.push_since(intended, now);
+                    self.acked += 1;
+                }
+            }
+            Ev::Delivery {
+                bench: Some((k, intended)),
+                ..
+            } => {
+                if self.shared.measured(k) {
+                    let now = self.now();
+                    self.recv.push_since(intended, now);
+                    self.delivered += 1;
+                }
+            }
+            Ev::Delivery { .. } | Ev::Other => {}
+            Ev::Error { id, code } => {
+                if id.is_none_or(|k| k < JOIN_BASE) {
+                    self.errors += 1;
+                    if let Ok(mut first) = self.shared.first_error.lock() {
+                        first.get_or_insert_with(|| code.to_string());
+                    }
+                }
+            }
+            Ev::Closed { code } => {
+                self.shared.closed.add(1);
+                if let (Some(code), Ok(mut first)) = (code, self.shared.first_error.lock()) {
+                    first
+                        .get_or_insert_with(|| format!("connection closed by the server ({code})"));
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        self.ack.flush(&self.shared.ack);
+        self.recv.flush(&self.shared.recv);
+        if self.acked > 0 {
+            self.shared.acked.add(self.acked);
+            self.acked = 0;
+        }
+        if self.delivered > 0 {
+            self.shared.delivered.add(self.delivered);
+            self.shared
+                .last_delivery_ns
+                .fetch_max(self.now, Ordering::Relaxed);
+            self.delivered = 0;
+        }
+        if self.errors > 0 {
+            self.shared.errors.add(self.errors);
+            self.errors = 0;
+        }
+        self.now = 0;
+    }
+}
+
+/// Everything set up for one peer: its server, connections and shared counters.
+struct Rig {
+    proto: Proto,
+    server: Option<Server>,
+    server_pid: Option<i32>,
+    conns: Vec<Conn>,
+    shared: Arc<Shared>,
+    next_k: u64,
+}
+
+/// Run `direct` or `fanout` for every peer and rate; returns every step's result.
+pub async fn run(common: &Common, args: &TrafficArgs) -> Result<Vec<StepResult>, String> {
+    let mut results = Vec::new();
+    for proto in &args.peers {
+        note(format!(
+            "{} against {}: {} connections",
+            args.shape.name(),
+            proto.name(),
+            args.shape.connections()
+        ));
+        let mut rig = match setup_rig(common, args, *proto).await {
+            Ok(rig) => rig,
+            Err(e) => {
+                note(format!("{}: setup failed: {e}", proto.name()));
+                return Err(format!("{}: {e}", proto.name()));
+            }
+        };
+        for rate in &args.rates {
+            let result = run_step(&mut rig, args, *rate).await;
+            print_step_line(&result);
+            let saturated = !result.sustained;
+            results.push(result);
+            if saturated && args.stop_at_saturation && args.rates.len() > 1 {
+                note(format!(
+                    "{}: saturated at {rate}/s; skipping higher rates",
+                    proto.name()
+                ));
+                break;
+            }
+        }
+        for conn in &rig.conns {
+            conn.abort();
+        }
+        rig.conns.clear();
+        if let Some(mut server) = rig.server.take() {
+            server.stop(Duration::from_secs(5));
+        }
+    }
+    Ok(results)
+}
+
+fn print_step_line(r: &StepResult) {
+    note(format!(
+        "{} @ {}/s: delivered {:.0}/s, recv p99 {} (max {}), ack p99 {}, missing {}, errors {}",
+        r.peer,
+        r.offered_rate,
+        r.delivered_per_s,
+        fmt_ms(Some(r.receive_latency_ms.p99)),
+        fmt_ms(Some(r.receive_latency_ms.max)),
+        fmt_ms(r.ack_latency_ms.map(|a| a.p99)),
+        r.expected_deliveries.saturating_sub(r.delivered),
+        r.errors
+    ));
+}
+
+async fn setup_rig(common: &Common, args: &TrafficArgs, proto: Proto) -> Result<Rig, String> {
+    let shape = args.shape;
+    let n = shape.connections();
+    let (server, addr, pid) = match proto {
+        Proto::Natter => match &common.url {
+            Some(url) => (None, procs::url_addr(url)?, common.pid),
+            None => {
+                let server = procs::start_natter(&common.launch(), None, 16)?;
+                let (addr, pid) = (server.addr, server.pid);
+                (Some(server), addr, Some(pid))
+            }
+        },
+        Proto::SocketIo => {
+            let server = procs::start_socketio(&common.peers_dir, common.keep)?;
+            let (addr, pid) = (server.addr, server.pid);
+            (Some(server), addr, Some(pid))
+        }
+        Proto::Nats | Proto::JetStream => {
+            let server = procs::start_nats(&common.peers_dir, common.keep)?;
+            let (addr, pid) = (server.addr, server.pid);
+            (Some(server), addr, Some(pid))
+        }
+    };
+    let endpoint = Endpoint { addr, proto };
+    let shared = Arc::new(Shared::default());
+    shared.k_hi.store(0, Ordering::Relaxed);
+
+    // Natter: users, conversations, one token per connection.
+    let mut tokens = vec![String::new(); n];
+    let mut conversations = Vec::new();
+    if proto == Proto::Natter {
+        let accounts =
+            setup::register(addr, &setup::run_prefix(), n, common.setup_concurrency).await?;
+        for (token, account) in tokens.iter_mut().zip(&accounts) {
+            token.clone_from(&account.token);
+        }
+        conversations = create_channels(addr, shape, &accounts, common.setup_concurrency).await?;
+    }
+    if proto == Proto::JetStream {
+        create_stream(&endpoint).await?;
+    }
+    let encoding = Arc::new(Encoding {
+        conversations,
+        size: args.size,
+    });
+
+    let conns = connect_all(common, &endpoint, &tokens, &encoding, |_| {
+        Box::new(TrafficHandler::new(shared.clone())) as Box<dyn Handler>
+    })
+    .await?;
+
+    // Peers: rooms and subscriptions, confirmed before traffic starts.
+    match proto {
+        Proto::Natter => {}
+        Proto::SocketIo => {
+            for (c, conn) in conns.iter().enumerate() {
+                let channel = shape.channel_of(c);
+                conn.send(Out::Text(format!(
+                    "42{}[\"join\",\"{channel}\"]",
+                    JOIN_BASE + c as u64
+                )));
+            }
+        }
+        Proto::Nats | Proto::JetStream => {
+            for (c, conn) in conns.iter().enumerate() {
+                let channel = shape.channel_of(c);
+                let mut lines = format!("SUB bench.{channel} 1\r\n");
+                if proto == Proto::JetStream {
+                    lines.push_str(&format!("SUB _INBOX.{c}.* 2\r\n"));
+                }
+                lines.push_str("PING\r\n");
+                conn.send(Out::Raw(lines.into_bytes()));
+            }
+        }
+    }
+    if proto != Proto::Natter {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while shared.ready.get() < n as u64 {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "only {} of {n} connections confirmed their rooms/subscriptions",
+                    shared.ready.get()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // Let presence announcements and other connect-time traffic settle.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok(Rig {
+        proto,
+        server,
+        server_pid: pid,
+        conns,
+        shared,
+        next_k: 1,
+    })
+}
+
+/// One conversation per channel: direct conversations of (2p, 2p+1), or groups owned by their
+/// first member.
+async fn create_channels(
+    addr: std::net::SocketAddr,
+    shape: Shape,
+    accounts: &[Account],
+    concurrency: usize,
+) -> Result<Vec<u64>, String> {
+    let members = shape.members();
+    let mut calls = Vec::new();
+    for channel in 0..shape.channels() {
+        let group: Vec<Account> = accounts[channel * members..(channel + 1) * members].to_vec();
+        calls.push(async move {
+            match shape {
+                Shape::Direct { .. } => setup::direct(addr, &group[0], &group[1]).await,
+                Shape::Fanout { .. } => {
+                    let ids: Vec<u64> = group[1..].iter().map(|a| a.id).collect();
+                    setup::group(addr, &group[0], &format!("bench group {channel}"), &ids).await
+                }
+            }
+        });
+    }
+    setup::all(calls, concurrency).await
+}
+
+/// Create the JetStream stream `BENCH` on file storage capturing `bench.>`.
+async fn create_stream(endpoint: &Endpoint) -> Result<(), String> {
+    struct Capture(Arc<std::sync::Mutex<Option<Result<(), String>>>>);
+    impl Handler for Capture {
+        fn on(&mut self, ev: Ev<'_>, _: &Outbox) {
+            let outcome = match ev {
+                Ev::Reply { id: 1, .. } => Ok(()),
+                Ev::Error { code, .. } => Err(code.to_string()),
+                _ => return,
+            };
+            if let Ok(mut slot) = self.0.lock() {
+                slot.get_or_insert(outcome);
+            }
+        }
+    }
+    let slot = Arc::new(std::sync::Mutex::new(None));
+    let encoding = Arc::new(Encoding {
+        conversations: Vec::new(),
+        size: 0,
+    });
+    let conn = conn::open(
+        endpoint,
+        None,
+        "",
+        1_000_000,
+        encoding,
+        Box::new(Capture(slot.clone())),
+    )
+    .await
+    .map_err(|e| format!("jetstream setup connection: {e}"))?;
+    let config = serde_json::json!({
+        "name": "BENCH",
+        "subjects": ["bench.>"],
+        "storage": "file",
+        "retention": "limits",
+        "discard": "old",
+        "num_replicas": 1,
+        "max_msgs": -1,
+        "max_bytes": -1,
+        "max_age": 0
+    })
+    .to_string();
+    conn.send(Out::Raw(
+        format!(
+            "SUB _INBOX.setup.* 1\r\nPUB $JS.API.STREAM.CREATE.BENCH _INBOX.setup.1 {}\r\n{config}\r\n",
+            config.len()
+        )
+        .into_bytes(),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(outcome) = slot.lock().ok().and_then(|s| s.clone()) {
+            conn.abort();
+            return outcome.map_err(|e| format!("creating the JetStream stream: {e}"));
+        }
+        if Instant::now() > deadline {
+            conn.abort();
+            return Err("no answer to the JetStream stream creation".into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Open `tokens.len()` connections (token per connection; peers ignore it), a bounded number at
+/// a time, spread over source addresses.
+pub async fn connect_all(
+    common: &Common,
+    endpoint: &Endpoint,
+    tokens: &[String],
+    encoding: &Arc<Encoding>,
+    mut handler: impl FnMut(usize) -> Box<dyn Handler>,
+) -> Result<Vec<Conn>, String> {
+    let n = tokens.len();
+    let opened = Arc::new(AtomicU64::new(0));
+    let shown = opened.clone();
+    let _progress =
+        Progress::start(move |_| format!("connecting: {}/{n}", shown.load(Ordering::Relaxed)));
+    let permits = Arc::new(Semaphore::new(common.connect_concurrency.max(1)));
+    let mut tasks = Vec::with_capacity(n);
+    for (i, token) in tokens.iter().enumerate() {
+        let permit = permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| e.to_string())?;
+        let endpoint = endpoint.clone();
+        let token = token.clone();
+        let encoding = encoding.clone();
+        let handler = handler(i);
+        let source = conn::source_for(i, common.per_source);
+        let opened = opened.clone();
+        tasks.push(tokio::spawn(async move {
+            let result =
+                conn::open(&endpoint, Some(source), &token, i as u64, encoding, handler).await;
+            drop(permit);
+            opened.fetch_add(1, Ordering::Relaxed);
+            result
+        }));
+    }
+    let mut conns = Vec::with_capacity(n);
+    let mut failures = 0;
+    let mut first = None;
+    for task in tasks {
+        match task.await.map_err(|e| e.to_string())? {
+            Ok(conn) => conns.push(conn),
+            Err(e) => {
+                failures += 1;
+                first.get_or_insert(e.to_string());
+            }
+        }
+    }
+    if failures > 0 {
+        for conn in &conns {
+            conn.abort();
+        }
+        return Err(format!(
+            "{failures} of {n} connections failed; first: {}",
+            first.unwrap_or_default()
+        ));
+    }
+    Ok(conns)
+}
+
+async fn run_step(rig: &mut Rig, args: &TrafficArgs, rate: f64) -> StepResult {
+    let shared = rig.shared.clone();
+    shared.ack.reset();
+    shared.recv.reset();
+    shared.lag.reset();
+    for c in [
+        &shared.sent,
+        &shared.acked,
+        &shared.delivered,
+        &shared.errors,
+    ] {
+        c.reset();
+    }
+    if let Ok(mut first) = shared.first_error.lock() {
+        *first = None;
+    }
+    let warmup_count = (args.warmup.as_secs_f64() * rate).round() as u64;
+    let measured_count = ((args.duration.as_secs_f64() * rate).round() as u64).max(1);
+    let total = warmup_count + measured_count;
+    let k0 = rig.next_k;
+    rig.next_k += total;
+    let start_ns = stats::now_ns() + 20_000_000;
+    shared.k0.store(k0, Ordering::Relaxed);
+    shared.start_ns.store(start_ns, Ordering::Relaxed);
+    shared.rate_bits.store(rate.to_bits(), Ordering::Relaxed);
+    shared.k_lo.store(k0 + warmup_count, Ordering::Relaxed);
+    shared.k_hi.store(k0 + total, Ordering::Relaxed);
+    let measured_start_ns = start_ns + (warmup_count as f64 * 1e9 / rate) as u64;
+
+    let outs: Vec<Outbox> = rig.conns.iter().map(|c| c.out.clone()).collect();
+    let shape = args.shape;
+    let sched_shared = shared.clone();
+    let cpu_before = rig.server_pid.and_then(procs::cpu_seconds);
+    let bench_cpu_before = procs::cpu_seconds(std::process::id() as i32);
+    let step_started = Instant::now();
+    let scheduler = std::thread::spawn(move || {
+        schedule(
+            rate,
+            total,
+            k0,
+            warmup_count,
+            start_ns,
+            shape,
+            &outs,
+            &sched_shared,
+        );
+    });
+
+    let label = format!("{} {} {rate}/s", rig.proto.name(), shape.name());
+    let progress_shared = shared.clone();
+    let open = rig.conns.len() as u64;
+    let progress = Progress::start(move |window| {
+        let s = &progress_shared;
+        let closed = s.closed.get();
+        format!(
+            "[{label}] conns {} | sent {:.0}/s acked {:.0}/s recv {:.0}/s | p99 ack {} recv {} | errors {}",
+            open.saturating_sub(closed),
+            s.sent.take_window() as f64 / window,
+            s.acked.take_window() as f64 / window,
+            s.delivered.take_window() as f64 / window,
+            fmt_ms(s.ack.take_window_p99()),
+            fmt_ms(s.recv.take_window_p99()),
+            s.errors.get()
+        )
+    });
+    let _ = tokio::task::spawn_blocking(move || scheduler.join()).await;
+
+    // Drain: wait (bounded) for the measured messages' deliveries and acks.
+    let expected = measured_count * shape.members() as u64;
+    let acks = rig.proto.acks();
+    let deadline = Instant::now() + args.drain;
+    while Instant::now() < deadline {
+        let delivered = shared.delivered.get();
+        let acked = shared.acked.get() + shared.errors.get();
+        if delivered >= expected && (!acks || acked >= measured_count) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(progress);
+    // Anything after this is outside the step.
+    shared.k_hi.store(0, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let delivered = shared.delivered.get();
+    let acked = shared.acked.get();
+    let errors = shared.errors.get();
+    let last = shared.last_delivery_ns.load(Ordering::Relaxed);
+    let measured_end_ns = start_ns + (total as f64 * 1e9 / rate) as u64;
+    let span_ns = last
+        .max(measured_end_ns)
+        .saturating_sub(measured_start_ns)
+        .max(1);
+    let receive = shared.recv.summary();
+    let ack = shared.ack.summary();
+    let complete = delivered >= expected && (!acks || acked >= measured_count) && errors == 0;
+    StepResult {
+        peer: rig.proto.name().to_string(),
+        offered_rate: rate,
+        duration_s: args.duration.as_secs_f64(),
+        sent: measured_count,
+        acked: if acks { acked } else { 0 },
+        delivered,
+        expected_deliveries: expected,
+        sent_per_s: measured_count as f64 / args.duration.as_secs_f64(),
+        delivered_per_s: delivered as f64 * 1e9 / span_ns as f64,
+        ack_latency_ms: acks.then_some(ack),
+        receive_latency_ms: receive,
+        send_lag_ms: shared.lag.summary(),
+        errors,
+        first_error: shared.first_error.lock().ok().and_then(|f| f.clone()),
+        connections_closed: shared.closed.get(),
+        wall_s: step_started.elapsed().as_secs_f64(),
+        server_cpu_s: rig
+            .server_pid
+            .and_then(procs::cpu_seconds)
+            .zip(cpu_before)
+            .map(|(a, b)| a - b),
+        bench_cpu_s: procs::cpu_seconds(std::process::id() as i32)
+            .zip(bench_cpu_before)
+            .map(|(a, b)| a - b),
+        server_rss_bytes: rig.server_pid.and_then(procs::rss_bytes),
+        load_average: procs::load_average(),
+        sustained: complete && receive.p99 < 50.0,
+    }
+}
+
+/// The scheduler: hand message `i` to its connection at `start + i / rate` (open loop).
+#[allow(clippy::too_many_arguments)]
+fn schedule(
+    rate: f64,
+    total: u64,
+    k0: u64,
+    warmup: u64,
+    start_ns: u64,
+    shape: Shape,
+    outs: &[Outbox],
+    shared: &Shared,
+) {
+    let interval_ns = 1e9 / rate;
+    let mut i: u64 = 0;
+    let mut lags = Batch::default();
+    let mut handed = 0u64;
+    while i < total {
+        let now = stats::now_ns();
+        if now < start_ns {
+            std::thread::sleep(Duration::from_nanos(start_ns - now));
+            continue;
+        }
+        let due = (((now - start_ns) as f64 / interval_ns) as u64 + 1).min(total);
+        while i < due {
+            let intended_ns = start_ns + (i as f64 * interval_ns) as u64;
+            let (conn, channel) = shape.target(i);
+            let k = k0 + i;
+            let _ = outs[conn].send(Out::Send {
+                k,
+                channel,
+                intended_ns,
+            });
+            if i >= warmup {
+                lags.push_since(intended_ns, now);
+                handed += 1;
+            }
+            i += 1;
+        }
+        if handed >= 256 {
+            shared.sent.add(handed);
+            handed = 0;
+            lags.flush(&shared.lag);
+        }
+        if i < total {
+            let next_ns = start_ns + (i as f64 * interval_ns) as u64;
+            let now = stats::now_ns();
+            if next_ns > now {
+                // Sleep at least 50 µs: finer sleeps cost more CPU than they save latency.
+                std::thread::sleep(Duration::from_nanos((next_ns - now).max(50_000)));
+            }
+        }
+    }
+    shared.sent.add(handed);
+    lags.flush(&shared.lag);
+}
+
+/// The highest offered rate of a sweep that a peer sustained (see [`StepResult::sustained`]).
+pub fn max_sustained(results: &[StepResult], peer: &str) -> Option<f64> {
+    results
+        .iter()
+        .filter(|r| r.peer == peer && r.sustained)
+        .map(|r| r.offered_rate)
+        .fold(None, |m, r| Some(m.map_or(r, |m: f64| m.max(r))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn direct_messages_alternate_sides_of_each_pair() {
+        let shape = Shape::Direct { pairs: 3 };
+        assert_eq!(shape.target(0), (0, 0));
+        assert_eq!(shape.target(1), (2, 1));
+        assert_eq!(shape.target(3), (1, 0));
+        assert_eq!(shape.channel_of(5), 2);
+        assert_eq!(shape.connections(), 6);
+    }
+
+    #[test]
+    fn fanout_senders_rotate_through_each_group() {
+        let shape = Shape::Fanout { groups: 2, size: 3 };
+        let senders: Vec<(usize, u32)> = (0..6).map(|i| shape.target(i)).collect();
+        assert_eq!(
+            senders,
+            vec![(0, 0), (3, 1), (1, 0), (4, 1), (2, 0), (5, 1)]
+        );
+        assert_eq!(shape.channel_of(4), 1);
+    }
+}
