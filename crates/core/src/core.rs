@@ -595,9 +595,31 @@ fn in_range(what: &str, value: Option<u64>) -> Result<()> {
     }
 }
 
-/// Run CPU-heavy work (password hashing) off the async worker threads.
+/// Password hashes computed at once. Each argon2 hash takes ~19 MiB and a core for tens of
+/// milliseconds: a burst of logins must queue, not take every core and a thread's memory each.
+static PASSWORD_WORK: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// Run password hashing off the async worker threads, a bounded number at a time.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
+    let _permit = PASSWORD_WORK
+        .acquire()
         .await
-        .map_err(|e| Error::internal(format!("blocking task failed: {e}")))?
+        .map_err(|_| Error::internal("password work closed"))?;
+    tokio::task::spawn_blocking(move || {
+        let result = f();
+        release_freed_memory();
+        result
+    })
+    .await
+    .map_err(|e| Error::internal(format!("blocking task failed: {e}")))?
+}
+
+/// Give the memory argon2 just freed back to the system: glibc keeps it in the thread's arena
+/// otherwise, and a few hundred logins would leave a gigabyte resident.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory to the system; it takes no pointers.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
