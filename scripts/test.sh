@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test suite of Natter: Rust (unit, store conformance, integration, delivery checker),
-# then the JavaScript SDK and browser tests when their folders exist.
+# then the JavaScript SDK and browser tests (a missing browser or service fails the run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,7 +10,5 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== cargo test"
 cargo test --workspace --all-targets 2>&1 | tee /tmp/natter-cargo-test.log
-if [ -x scripts/test-js.sh ]; then
-  echo "== JavaScript SDK and browser tests"
-  scripts/test-js.sh
-fi
+echo "== JavaScript SDK and browser tests"
+scripts/test-js.sh

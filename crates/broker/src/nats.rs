@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 /// Most events waiting to be published to NATS; past it events are dropped for the other nodes
-/// (their clients catch up by gap filling and sync) and counted.
+/// (their clients catch up by gap filling and sync) and logged.
 const PUBLISH_QUEUE_MAX: usize = 100_000;
 const PRESENCE_SUBJECT: &str = "natter.presence";
 /// Membership changes that add users: the nodes of the added users are not subscribed to the
@@ -50,10 +50,8 @@ enum Control {
 
 /// A broker over a NATS server (or cluster).
 pub struct NatsBroker {
-    node_id: String,
     sink: Arc<OnceLock<Arc<dyn EventSink>>>,
     control: mpsc::Sender<Control>,
-    dropped: std::sync::atomic::AtomicU64,
 }
 
 impl NatsBroker {
@@ -108,28 +106,12 @@ impl NatsBroker {
         let node = node_id.to_string();
         tokio::spawn(forward(presence, node.clone(), sink.clone()));
         tokio::spawn(forward(membership, node.clone(), sink.clone()));
-        tokio::spawn(run_control(client, commands, node.clone(), sink.clone()));
-        Ok(NatsBroker {
-            node_id: node,
-            sink,
-            control,
-            dropped: std::sync::atomic::AtomicU64::new(0),
-        })
-    }
-
-    pub fn node_id(&self) -> &str {
-        &self.node_id
-    }
-
-    /// Events not published to the other nodes because the queue was full.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
+        tokio::spawn(run_control(client, commands, node, sink.clone()));
+        Ok(NatsBroker { sink, control })
     }
 
     fn send(&self, control: Control) {
         if let Err(e) = self.control.try_send(control) {
-            self.dropped
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::error!(error = %e, "NATS publish queue full; event not sent to other nodes");
         }
     }

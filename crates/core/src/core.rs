@@ -97,10 +97,6 @@ impl Core {
         &self.store
     }
 
-    pub fn broker(&self) -> &Arc<dyn Broker> {
-        &self.broker
-    }
-
     pub fn config(&self) -> &CoreConfig {
         &self.config
     }

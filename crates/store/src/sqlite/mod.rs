@@ -99,7 +99,6 @@ pub struct SqliteStore {
     reader_permits: Semaphore,
     head: Arc<AtomicU64>,
     listener: Arc<OnceLock<CommitListener>>,
-    path: PathBuf,
 }
 
 fn open_connection(path: &Path, durability: Durability) -> rusqlite::Result<Connection> {
@@ -168,12 +167,7 @@ impl SqliteStore {
             readers: Mutex::new(readers),
             head,
             listener,
-            path: config.path,
         })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Run `f` in the writer's next commit group; resolves after the commit.
