@@ -8,6 +8,9 @@
 #   bench/run-all.sh                 # everything
 #   ONLY="direct fanout" bench/run-all.sh
 #   OUT=/tmp/results bench/run-all.sh
+#   ENCODING=json,proto ONLY="direct fanout sync" bench/run-all.sh   # JSON against protobuf
+#   ONLY="direct-nodes fanout-nodes idle-nodes" bench/run-all.sh     # clusters (not in the default
+#                                    # set: they need PostgreSQL on 127.0.0.1:5432 and nats-server)
 #
 # Results: OUT (default target/bench-results/<date>): per scenario a .txt (the table), a .json
 # (schema in docs/benchmarks.md), a .log (progress and notes) and, for sweeps, an .svg chart.
@@ -20,6 +23,13 @@ RUN_ALL_TIMEOUT="${RUN_ALL_TIMEOUT:-2700}"
 DIRECT_RATES="${DIRECT_RATES:-1000,5000,10000,20000,30000,40000}"
 FANOUT_RATES="${FANOUT_RATES:-250,500,1000,1500,2000,2500,3000,4000,5000}"
 PEERS="${PEERS:-natter,socketio,nats,jetstream}"
+# Natter's frame encoding for direct and fanout (json, proto, or json,proto for both side by side);
+# sync, idle and reconnect take the first.
+ENCODING="${ENCODING:-json}"
+ENCODING_ONE="${ENCODING%%,*}"
+# Cluster runs: one node against NODES nodes (each on PostgreSQL and NATS), and idle on IDLE_NODES.
+NODES="${NODES:-3}"
+IDLE_NODES="${IDLE_NODES:-5}"
 mkdir -p "$OUT"
 deadline=$(( $(date +%s) + RUN_ALL_TIMEOUT ))
 
@@ -51,11 +61,18 @@ run() {
 
 for scenario in $ONLY; do
   case "$scenario" in
-    direct) run direct direct --pairs 100 --sweep "$DIRECT_RATES" --duration 10 --warmup 2 --peer "$PEERS" ;;
-    fanout) run fanout fanout --groups 10 --group-size 100 --sweep "$FANOUT_RATES" --duration 10 --warmup 2 --peer "$PEERS" ;;
-    idle) run idle idle --connections 19000 --per-user 100 --hold 30 ;;
-    reconnect) run reconnect reconnect --clients 19000 --per-user 100 --group-users 10 --missed 380 --live-rate 20 ;;
-    sync) run sync sync --conversations 100 --messages 10000 ;;
+    direct) run direct direct --pairs 100 --sweep "$DIRECT_RATES" --duration 10 --warmup 2 --peer "$PEERS" --encoding "$ENCODING" ;;
+    fanout) run fanout fanout --groups 10 --group-size 100 --sweep "$FANOUT_RATES" --duration 10 --warmup 2 --peer "$PEERS" --encoding "$ENCODING" ;;
+    idle) run idle idle --connections 19000 --per-user 100 --hold 30 --encoding "$ENCODING_ONE" ;;
+    reconnect) run reconnect reconnect --clients 19000 --per-user 100 --group-users 10 --missed 380 --live-rate 20 --encoding "$ENCODING_ONE" ;;
+    sync) run sync sync --conversations 100 --messages 10000 --encoding "$ENCODING_ONE" ;;
+    direct-nodes)
+      run direct-nodes1 direct --nodes 1 --pairs 100 --sweep "$DIRECT_RATES" --duration 10 --warmup 2 --encoding "$ENCODING"
+      run "direct-nodes$NODES" direct --nodes "$NODES" --pairs 100 --sweep "$DIRECT_RATES" --duration 10 --warmup 2 --encoding "$ENCODING" ;;
+    fanout-nodes)
+      run fanout-nodes1 fanout --nodes 1 --groups 10 --group-size 100 --sweep "$FANOUT_RATES" --duration 10 --warmup 2 --encoding "$ENCODING"
+      run "fanout-nodes$NODES" fanout --nodes "$NODES" --groups 10 --group-size 100 --sweep "$FANOUT_RATES" --duration 10 --warmup 2 --encoding "$ENCODING" ;;
+    idle-nodes) run "idle-nodes$IDLE_NODES" idle --nodes "$IDLE_NODES" --connections $((IDLE_NODES * 19000)) --per-user 100 --hold 30 --encoding "$ENCODING_ONE" ;;
     *) echo "unknown scenario $scenario" >&2; exit 2 ;;
   esac
 done

@@ -1,14 +1,16 @@
 //! Connections of the load generator, one per simulated client, for every protocol the bench
-//! speaks: Natter's JSON frames over WebSocket, Socket.IO (Engine.IO v4 over WebSocket), and the
-//! NATS text protocol (core and JetStream publish).
+//! speaks: Natter over WebSocket (JSON text frames, or Protocol Buffers binary frames with the
+//! subprotocol `natter.v1.proto`), Socket.IO (Engine.IO v4 over WebSocket), and the NATS text
+//! protocol (core and JetStream publish).
 //!
 //! Each connection is two tasks: a writer that drains a channel of [`Out`] items into one buffer
 //! and writes it with one call, and a reader that parses every complete frame of one `read` and
 //! hands each to the scenario's [`Handler`], then calls [`Handler::flush`] once (so that shared
 //! histograms are locked once per read, not once per frame).
 //!
-//! The encoding is chosen per connection ([`Proto`]); Natter's Protocol Buffers subprotocol
-//! (`natter.v1.proto`) slots in as another `Proto` with its own encode and decode functions.
+//! The protocol, and for Natter the encoding, is chosen per connection ([`Proto`]); the
+//! protobuf frames are encoded and decoded by hand in [`crate::protobuf`], borrowed like the JSON
+//! ones.
 
 use std::borrow::Cow;
 use std::io::Write as _;
@@ -20,6 +22,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::protobuf;
 use crate::wire::{self, Frame, NatsItem, ReadBuf, Rng, WsParser};
 
 /// The protocol a connection speaks.
@@ -27,6 +30,8 @@ use crate::wire::{self, Frame, NatsItem, ReadBuf, Rng, WsParser};
 pub enum Proto {
     /// Natter over WebSocket, JSON frames (`natter.v1.json`).
     Natter,
+    /// Natter over WebSocket, Protocol Buffers frames (`natter.v1.proto`).
+    NatterProtobuf,
     /// Socket.IO v4 over its WebSocket transport.
     SocketIo,
     /// NATS core publish/subscribe.
@@ -39,6 +44,7 @@ impl Proto {
     pub fn name(self) -> &'static str {
         match self {
             Proto::Natter => "natter",
+            Proto::NatterProtobuf => "natter-proto",
             Proto::SocketIo => "socketio",
             Proto::Nats => "nats",
             Proto::JetStream => "jetstream",
@@ -48,6 +54,29 @@ impl Proto {
     /// Whether a send gets an acknowledgement (NATS core publish gets none).
     pub fn acks(self) -> bool {
         self != Proto::Nats
+    }
+
+    /// Natter, in either encoding.
+    pub fn is_natter(self) -> bool {
+        matches!(self, Proto::Natter | Proto::NatterProtobuf)
+    }
+
+    /// The Natter connection of this encoding: `json` or `proto`.
+    pub fn natter(encoding: &str) -> Option<Proto> {
+        match encoding {
+            "json" => Some(Proto::Natter),
+            "proto" => Some(Proto::NatterProtobuf),
+            _ => None,
+        }
+    }
+
+    /// The encoding of a Natter connection (`json`, `proto`); `None` for the peers.
+    pub fn encoding(self) -> Option<&'static str> {
+        match self {
+            Proto::Natter => Some("json"),
+            Proto::NatterProtobuf => Some("proto"),
+            _ => None,
+        }
     }
 }
 
@@ -66,7 +95,11 @@ pub enum Out {
         channel: u32,
         intended_ns: u64,
     },
-    /// A text frame (Natter command, Socket.IO packet).
+    /// Natter's `ping` command, in the connection's encoding.
+    Ping { id: u64 },
+    /// Natter's `sync` command, in the connection's encoding.
+    Sync { id: u64, cursor: u64, limit: u32 },
+    /// A text frame (Socket.IO packet).
     Text(String),
     /// Raw protocol bytes (NATS).
     Raw(Vec<u8>),
@@ -97,7 +130,7 @@ pub struct InFrame<'a> {
 }
 
 /// `result` data: an ack (`seq`, `pos`) or a sync page (`cursor`, `more`, `messages`).
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Debug)]
 pub struct InData<'a> {
     pub seq: Option<u64>,
     pub cursor: Option<u64>,
@@ -106,7 +139,7 @@ pub struct InData<'a> {
     pub messages: Vec<InMessage<'a>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Debug)]
 pub struct InMessage<'a> {
     pub seq: u64,
     pub pos: u64,
@@ -114,13 +147,14 @@ pub struct InMessage<'a> {
     pub content: InContent<'a>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Debug)]
 pub struct InContent<'a> {
     #[serde(borrow)]
     pub text: Option<Str<'a>>,
 }
 
 /// A string borrowed from the frame unless it had escapes (serde copies `Option<Cow<str>>`).
+#[derive(Debug)]
 pub struct Str<'a>(pub Cow<'a, str>);
 
 impl std::ops::Deref for Str<'_> {
@@ -313,32 +347,51 @@ async fn open_inner(
     let mut parser = WsParser::default();
     let mut preamble: Vec<u8> = Vec::new();
     match endpoint.proto {
-        Proto::Natter => {
+        Proto::Natter | Proto::NatterProtobuf => {
             let path = format!("/v1/ws?token={token}");
-            let rest = wire::ws_handshake(
-                &mut stream,
-                &host,
-                &path,
-                Some(natter_proto::SUBPROTOCOL_JSON),
-                &mut rng,
-            )
-            .await
-            .map_err(|e| ConnectError {
-                status: e.status,
-                message: e.message,
-            })?;
+            let offered = if endpoint.proto == Proto::Natter {
+                natter_proto::SUBPROTOCOL_JSON
+            } else {
+                natter_proto::SUBPROTOCOL_PROTO
+            };
+            let (rest, chosen) =
+                wire::ws_handshake(&mut stream, &host, &path, Some(offered), &mut rng)
+                    .await
+                    .map_err(|e| ConnectError {
+                        status: e.status,
+                        message: e.message,
+                    })?;
+            // A server that answers without the subprotocol speaks JSON: fine for a JSON
+            // connection, a failure for a protobuf one (its figures would be JSON's).
+            if chosen.as_deref().is_some_and(|c| c != offered)
+                || (chosen.is_none() && endpoint.proto == Proto::NatterProtobuf)
+            {
+                return Err(err(format!(
+                    "the server did not accept the subprotocol {offered} (answered {chosen:?})"
+                )));
+            }
             let mut buf = ReadBuf::new(rest);
             let (mut rd, wr) = stream.into_split();
             // The first frame is `hello`; an `error` frame or a close means refusal.
             loop {
                 match parser.next(&mut buf)? {
-                    Some(Frame::Text(text)) => {
+                    Some(Frame::Text(text)) if endpoint.proto == Proto::Natter => {
                         let frame: InFrame = serde_json::from_slice(text)
                             .map_err(|e| err(format!("bad first frame: {e}")))?;
                         if frame.kind == "hello" {
                             break;
                         }
                         return Err(err(format!("refused: {}", String::from_utf8_lossy(text))));
+                    }
+                    Some(Frame::Binary(bytes)) if endpoint.proto == Proto::NatterProtobuf => {
+                        match protobuf::decode_server(bytes) {
+                            Ok(protobuf::ServerFrame::Hello) => break,
+                            Ok(protobuf::ServerFrame::Error { code, .. }) => {
+                                return Err(err(format!("refused: {code}")));
+                            }
+                            Ok(_) => return Err(err("the first frame was not a hello")),
+                            Err(_) => return Err(err("bad first frame: not a ServerFrame")),
+                        }
                     }
                     Some(Frame::Close(code)) => return Err(err(format!("closed with {code}"))),
                     Some(_) => continue,
@@ -362,7 +415,7 @@ async fn open_inner(
             ))
         }
         Proto::SocketIo => {
-            let rest = wire::ws_handshake(
+            let (rest, _) = wire::ws_handshake(
                 &mut stream,
                 &host,
                 "/socket.io/?EIO=4&transport=websocket",
@@ -490,7 +543,7 @@ async fn write_loop(
     mut rng: Rng,
 ) {
     let mut buf: Vec<u8> = Vec::new();
-    let mut scratch: Vec<u8> = Vec::new();
+    let mut scratch = Scratch::default();
     while let Some(first) = rx.recv().await {
         buf.clear();
         let mut closing = encode(
@@ -527,30 +580,46 @@ async fn write_loop(
     }
 }
 
+/// Buffers a writer reuses for every frame it encodes.
+#[derive(Default)]
+struct Scratch {
+    /// A frame's payload (or, for protobuf, the message text).
+    text: Vec<u8>,
+    /// A protobuf frame's payload.
+    frame: Vec<u8>,
+}
+
 /// Encode one item; returns true when the connection should stop writing after it.
 fn encode(
     proto: Proto,
     item: Out,
     buf: &mut Vec<u8>,
-    scratch: &mut Vec<u8>,
+    scratch: &mut Scratch,
     conn_id: u64,
     encoding: &Encoding,
     rng: &mut Rng,
 ) -> bool {
+    let conversation = |channel: u32| {
+        encoding
+            .conversations
+            .get(channel as usize)
+            .copied()
+            .unwrap_or(0)
+    };
     match item {
         Out::Send {
             k,
             channel,
             intended_ns,
         } => {
+            let Scratch {
+                text: scratch,
+                frame,
+            } = scratch;
             scratch.clear();
             match proto {
                 Proto::Natter => {
-                    let conversation = encoding
-                        .conversations
-                        .get(channel as usize)
-                        .copied()
-                        .unwrap_or(0);
+                    let conversation = conversation(channel);
                     let _ = write!(
                         scratch,
                         "{{\"id\":{k},\"type\":\"send\",\"conversation_id\":{conversation},\
@@ -559,6 +628,12 @@ fn encode(
                     bench_text(scratch, intended_ns, k, encoding.size);
                     scratch.extend_from_slice(b"\"}}");
                     wire::encode_frame(buf, wire::OP_TEXT, scratch, rng);
+                }
+                Proto::NatterProtobuf => {
+                    bench_text(scratch, intended_ns, k, encoding.size);
+                    frame.clear();
+                    protobuf::encode_send(frame, k, conversation(channel), scratch);
+                    wire::encode_frame(buf, wire::OP_BINARY, frame, rng);
                 }
                 Proto::SocketIo => {
                     let _ = write!(scratch, "42{k}[\"send\",\"{channel}\",\"");
@@ -583,6 +658,30 @@ fn encode(
             }
             false
         }
+        Out::Ping { id } => {
+            if proto == Proto::NatterProtobuf {
+                scratch.frame.clear();
+                protobuf::encode_ping(&mut scratch.frame, id);
+                wire::encode_frame(buf, wire::OP_BINARY, &scratch.frame, rng);
+            } else {
+                let text = format!("{{\"id\":{id},\"type\":\"ping\"}}");
+                wire::encode_frame(buf, wire::OP_TEXT, text.as_bytes(), rng);
+            }
+            false
+        }
+        Out::Sync { id, cursor, limit } => {
+            if proto == Proto::NatterProtobuf {
+                scratch.frame.clear();
+                protobuf::encode_sync(&mut scratch.frame, id, cursor, limit);
+                wire::encode_frame(buf, wire::OP_BINARY, &scratch.frame, rng);
+            } else {
+                let text = format!(
+                    "{{\"id\":{id},\"type\":\"sync\",\"cursor\":{cursor},\"limit\":{limit}}}"
+                );
+                wire::encode_frame(buf, wire::OP_TEXT, text.as_bytes(), rng);
+            }
+            false
+        }
         Out::Text(text) => {
             wire::encode_frame(buf, wire::OP_TEXT, text.as_bytes(), rng);
             false
@@ -596,7 +695,10 @@ fn encode(
             false
         }
         Out::Close => {
-            if matches!(proto, Proto::Natter | Proto::SocketIo) {
+            if matches!(
+                proto,
+                Proto::Natter | Proto::NatterProtobuf | Proto::SocketIo
+            ) {
                 wire::encode_frame(buf, wire::OP_CLOSE, &1000u16.to_be_bytes(), rng);
             }
             true
@@ -617,11 +719,13 @@ async fn read_loop(
         // Handle what is buffered (the handshake may have left frames), then read more.
         loop {
             let step = match proto {
-                Proto::Natter | Proto::SocketIo => match parser.next(&mut buf) {
-                    Ok(Some(frame)) => handle_ws(proto, frame, &mut *handler, &out),
-                    Ok(None) => break,
-                    Err(_) => Step::End,
-                },
+                Proto::Natter | Proto::NatterProtobuf | Proto::SocketIo => {
+                    match parser.next(&mut buf) {
+                        Ok(Some(frame)) => handle_ws(proto, frame, &mut *handler, &out),
+                        Ok(None) => break,
+                        Err(_) => Step::End,
+                    }
+                }
                 Proto::Nats | Proto::JetStream => match wire::nats_next(&mut buf) {
                     Ok(Some(item)) => handle_nats(item, &mut *handler, &out),
                     Ok(None) => break,
@@ -657,13 +761,27 @@ enum Step {
 fn handle_ws(proto: Proto, frame: Frame<'_>, handler: &mut dyn Handler, out: &Outbox) -> Step {
     match frame {
         Frame::Text(text) if proto == Proto::Natter => handle_natter(text, handler, out),
-        Frame::Text(text) => handle_socketio(text, handler, out),
+        Frame::Binary(bytes) if proto == Proto::NatterProtobuf => {
+            handle_natter_proto(bytes, handler, out)
+        }
+        Frame::Text(text) if proto == Proto::SocketIo => handle_socketio(text, handler, out),
+        // The wrong kind of frame for the encoding: the server would not send it.
+        Frame::Text(_) | Frame::Binary(_) if proto.is_natter() => {
+            handler.on(
+                Ev::Error {
+                    id: None,
+                    code: "frame_of_the_other_encoding",
+                },
+                out,
+            );
+            Step::Continue
+        }
         Frame::Ping(payload) => {
             let _ = out.send(Out::Pong(payload.to_vec()));
             Step::Continue
         }
         Frame::Close(code) => Step::Closed(code),
-        Frame::Binary(_) | Frame::Pong => Step::Continue,
+        Frame::Text(_) | Frame::Binary(_) | Frame::Pong => Step::Continue,
     }
 }
 
@@ -714,6 +832,39 @@ fn handle_natter(text: &[u8], handler: &mut dyn Handler, out: &Outbox) -> Step {
             out,
         ),
         _ => handler.on(Ev::Other, out),
+    }
+    Step::Continue
+}
+
+/// The protobuf twin of [`handle_natter`]: the same events from a binary frame.
+fn handle_natter_proto(bytes: &[u8], handler: &mut dyn Handler, out: &Outbox) -> Step {
+    match protobuf::decode_server(bytes) {
+        Ok(protobuf::ServerFrame::Message { cursor, seq, text }) => handler.on(
+            Ev::Delivery {
+                bench: text.and_then(parse_bench_text),
+                seq,
+                cursor,
+            },
+            out,
+        ),
+        Ok(protobuf::ServerFrame::Result { id, data }) => handler.on(
+            Ev::Reply {
+                id,
+                data: Some(&data),
+            },
+            out,
+        ),
+        Ok(protobuf::ServerFrame::Error { id, code }) => handler.on(Ev::Error { id, code }, out),
+        Ok(protobuf::ServerFrame::Hello | protobuf::ServerFrame::Other) => {
+            handler.on(Ev::Other, out)
+        }
+        Err(protobuf::Malformed) => handler.on(
+            Ev::Error {
+                id: None,
+                code: "undecodable_frame",
+            },
+            out,
+        ),
     }
     Step::Continue
 }
@@ -845,6 +996,48 @@ mod tests {
     }
 
     #[test]
+    fn pings_and_syncs_encode_in_both_natter_encodings() {
+        let encoding = Encoding {
+            conversations: vec![],
+            size: 0,
+        };
+        let mut rng = Rng::new(2);
+        for proto in [Proto::Natter, Proto::NatterProtobuf] {
+            for (item, want) in [
+                (Out::Ping { id: 1 }, natter_proto::Command::Ping {}),
+                (
+                    Out::Sync {
+                        id: 1,
+                        cursor: 99,
+                        limit: 500,
+                    },
+                    natter_proto::Command::Sync {
+                        cursor: 99,
+                        limit: Some(500),
+                    },
+                ),
+            ] {
+                let mut buf = Vec::new();
+                let mut scratch = Scratch::default();
+                encode(proto, item, &mut buf, &mut scratch, 1, &encoding, &mut rng);
+                let mut rb = ReadBuf::new(buf);
+                let mut parser = WsParser::default();
+                let frame = match parser.next(&mut rb).unwrap() {
+                    Some(Frame::Text(t)) if proto == Proto::Natter => {
+                        natter_proto::ClientFrame::decode_json(std::str::from_utf8(t).unwrap())
+                            .unwrap()
+                    }
+                    Some(Frame::Binary(b)) if proto == Proto::NatterProtobuf => {
+                        natter_proto::ClientFrame::decode_proto(b).unwrap()
+                    }
+                    other => panic!("{proto:?}: {other:?}"),
+                };
+                assert_eq!((frame.id, frame.command), (1, want));
+            }
+        }
+    }
+
+    #[test]
     fn sends_encode_for_every_protocol() {
         let encoding = Encoding {
             conversations: vec![11, 12],
@@ -853,6 +1046,7 @@ mod tests {
         let mut rng = Rng::new(1);
         for proto in [
             Proto::Natter,
+            Proto::NatterProtobuf,
             Proto::SocketIo,
             Proto::Nats,
             Proto::JetStream,
@@ -867,12 +1061,30 @@ mod tests {
                 proto,
                 send,
                 &mut buf,
-                &mut Vec::new(),
+                &mut Scratch::default(),
                 4,
                 &encoding,
                 &mut rng,
             );
-            if proto == Proto::Natter || proto == Proto::SocketIo {
+            if proto == Proto::NatterProtobuf {
+                let mut rb = ReadBuf::new(buf);
+                let mut parser = WsParser::default();
+                let Some(Frame::Binary(bytes)) = parser.next(&mut rb).unwrap() else {
+                    panic!("no binary frame");
+                };
+                let frame = natter_proto::ClientFrame::decode_proto(bytes).unwrap();
+                assert_eq!(frame.id, 7);
+                let natter_proto::Command::Send {
+                    conversation_id,
+                    content,
+                    ..
+                } = frame.command
+                else {
+                    panic!("not a send");
+                };
+                assert_eq!(conversation_id, 12);
+                assert!(content.text().unwrap().starts_with("nb 99 7 "));
+            } else if proto == Proto::Natter || proto == Proto::SocketIo {
                 let mut rb = ReadBuf::new(buf);
                 let mut parser = WsParser::default();
                 let Some(Frame::Text(text)) = parser.next(&mut rb).unwrap() else {

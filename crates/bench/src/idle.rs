@@ -6,6 +6,9 @@
 //! never run out. The parent registers the users (a few hundred: a token serves up to
 //! `--per-user` connections), starts the workers, reads the server's resident memory from
 //! /proc before and after, and at the end asks every connection for a `ping` round trip.
+//!
+//! With several nodes (`--nodes N`, or several `--url`s) connection `i` goes to node `i mod N`,
+//! and memory and CPU are reported per node and summed.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -18,6 +21,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::Common;
 use crate::conn::{self, Encoding, Endpoint, Ev, Handler, Out, Outbox, Proto};
+use crate::nodes::{Nodes, sum_known};
 use crate::procs;
 use crate::setup;
 use crate::stats::{Progress, note};
@@ -54,14 +58,60 @@ pub struct IdleResult {
     pub server_open_fds: Option<usize>,
     pub server_cpu_s_connecting: Option<f64>,
     pub workers_rss_bytes: u64,
+    /// `json` or `proto`.
+    pub encoding: String,
+    /// Per node (the `server_*` figures above are their sums).
+    pub nodes: Vec<IdleNode>,
+    /// A cluster's nats-server and PostgreSQL backends while the connections opened.
+    pub broker_cpu_s_connecting: Option<f64>,
+    pub database_cpu_s_connecting: Option<f64>,
+}
+
+/// One node's figures in `idle`.
+#[derive(Debug, Clone, Serialize)]
+pub struct IdleNode {
+    pub node: String,
+    /// Connections sent to it (every `N`th).
+    pub connections: usize,
+    pub rss_before_bytes: Option<u64>,
+    pub rss_after_connect_bytes: Option<u64>,
+    pub rss_after_hold_bytes: Option<u64>,
+    /// (after connect − before) / its connections.
+    pub rss_per_connection_bytes: Option<f64>,
+    pub open_fds: Option<usize>,
+    pub cpu_s_connecting: Option<f64>,
 }
 
 struct Worker {
     child: tokio::process::Child,
     stdin: tokio::process::ChildStdin,
-    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    /// The worker's answers (`connected …`, `alive …`); its `progress` lines go to `open`.
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
     open: Arc<AtomicU64>,
     pid: i32,
+}
+
+/// Read a worker's output as it comes, whatever the parent is waiting for: progress lines update
+/// its open-connection count at once (so that the live line counts every worker), the rest is
+/// queued for [`read_line`]. The queue ends when the worker's output does.
+fn read_worker_output(
+    stdout: tokio::process::ChildStdout,
+    open: Arc<AtomicU64>,
+) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(rest) = line.strip_prefix("progress ") {
+                if let Some(v) = rest.split(' ').next().and_then(|v| v.parse().ok()) {
+                    open.store(v, Ordering::Relaxed);
+                }
+            } else if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 pub async fn run(common: &Common, args: &IdleArgs) -> Result<IdleResult, String> {
@@ -69,35 +119,28 @@ pub async fn run(common: &Common, args: &IdleArgs) -> Result<IdleResult, String>
     let per_user = args.per_user.max(1);
     let users = n.div_ceil(per_user);
     let workers = n.div_ceil(args.per_process.max(1));
-    let (mut server, addr, pid) = match &common.url {
-        Some(url) => (None, procs::url_addr(url)?, common.pid),
-        None => {
-            let s = procs::start_natter(&common.launch(), None, per_user)?;
-            let (addr, pid) = (s.addr, s.pid);
-            (Some(s), addr, Some(pid))
-        }
-    };
+    let proto = common.encoding()?;
+    let mut nodes = Nodes::start(common, per_user)?;
     note(format!(
-        "idle: {n} connections as {users} users ({per_user} per token) in {workers} worker process(es)"
+        "idle: {n} connections as {users} users ({per_user} per token) on {} node(s), \
+         in {workers} worker process(es), {} frames",
+        nodes.len(),
+        proto.encoding().unwrap_or("json")
     ));
-    let accounts =
-        setup::register(addr, &setup::run_prefix(), users, common.setup_concurrency).await?;
+    let accounts = setup::register(
+        &nodes.addrs(),
+        &setup::run_prefix(),
+        users,
+        common.setup_concurrency,
+    )
+    .await?;
     // Registration hashes passwords with argon2 (19 MiB each, on blocking threads), and the
-    // allocator keeps much of that memory: restart the node on the same data directory so that
-    // the baseline is a fresh process's, not the registrations' leftovers. Tokens stay valid.
-    let rss_after_registration = pid.and_then(procs::rss_bytes);
-    let (addr, pid) = match server.take() {
-        Some(mut old) => {
-            let dir = old.dir.clone().ok_or("no data dir")?;
-            old.stop(Duration::from_secs(10));
-            drop(old);
-            let fresh = procs::start_natter(&common.launch(), Some(&dir), per_user)?;
-            let (addr, pid) = (fresh.addr, fresh.pid);
-            server = Some(fresh);
-            (addr, Some(pid))
-        }
-        None => (addr, pid),
-    };
+    // allocator keeps much of that memory: restart the nodes on the same data so that the
+    // baseline is a fresh process's, not the registrations' leftovers. Tokens stay valid.
+    let rss_after_registration = sum_known(&nodes.rss());
+    let restarted = nodes.restart()?;
+    let addrs = nodes.addrs();
+    let count = nodes.len();
     let dir = procs::temp_dir("idle", common.keep).map_err(|e| e.to_string())?;
     let tokens_file = dir.join("tokens.txt");
     let tokens: Vec<&str> = accounts.iter().map(|a| a.token.as_str()).collect();
@@ -105,8 +148,13 @@ pub async fn run(common: &Common, args: &IdleArgs) -> Result<IdleResult, String>
 
     // Settle, then the baseline.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss_before = pid.and_then(procs::rss_bytes);
-    let cpu_before = pid.and_then(procs::cpu_seconds);
+    let rss_before = nodes.rss();
+    let usage_before = nodes.usage();
+    let addr_list = addrs
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
 
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let started = Instant::now();
@@ -116,7 +164,10 @@ pub async fn run(common: &Common, args: &IdleArgs) -> Result<IdleResult, String>
         let count = args.per_process.min(n - first);
         let mut child = tokio::process::Command::new(&exe)
             .arg("__idle-worker")
-            .args(["--addr", &addr.to_string()])
+            .args(["--addr", &addr_list])
+            .args(["--encoding", proto.encoding().unwrap_or("json")])
+            // Bounded like this process, should it die without telling them.
+            .args(["--timeout", &common.timeout_s.to_string()])
             .arg("--tokens")
             .arg(&tokens_file)
             .args(["--first", &first.to_string()])
@@ -135,20 +186,21 @@ pub async fn run(common: &Common, args: &IdleArgs) -> Result<IdleResult, String>
         let stdin = child.stdin.take().ok_or("worker stdin")?;
         let stdout = child.stdout.take().ok_or("worker stdout")?;
         let pid = child.id().unwrap_or(0) as i32;
+        let open = Arc::new(AtomicU64::new(0));
         spawned.push(Worker {
             child,
             stdin,
-            lines: BufReader::new(stdout).lines(),
-            open: Arc::new(AtomicU64::new(0)),
+            lines: read_worker_output(stdout, open.clone()),
+            open,
             pid,
         });
     }
     let opens: Vec<Arc<AtomicU64>> = spawned.iter().map(|w| w.open.clone()).collect();
-    let progress_pid = pid;
+    let progress_pids: Vec<i32> = nodes.nodes().iter().filter_map(|n| n.pid).collect();
     let _progress = Progress::start(move |_| {
         let open: u64 = opens.iter().map(|o| o.load(Ordering::Relaxed)).sum();
-        let rss = progress_pid
-            .and_then(procs::rss_bytes)
+        let rss: Vec<Option<u64>> = progress_pids.iter().map(|p| procs::rss_bytes(*p)).collect();
+        let rss = sum_known(&rss)
             .map(|r| format!(" | server rss {:.1} MiB", r as f64 / 1048576.0))
             .unwrap_or_default();
         format!("[idle] connections open {open}/{n}{rss}")
@@ -178,31 +230,22 @@ pub async fn run(common: &Common, args: &IdleArgs) -> Result<IdleResult, String>
         }
     }
     let connect_wall = started.elapsed().as_secs_f64();
-    let cpu_connecting = pid
-        .and_then(procs::cpu_seconds)
-        .zip(cpu_before)
-        .map(|(a, b)| a - b);
+    let usage_connected = nodes.usage();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss_connected = pid.and_then(procs::rss_bytes);
-    let fds = pid.and_then(procs::open_fds);
+    let rss_connected = nodes.rss();
+    let fds: Vec<Option<usize>> = nodes
+        .nodes()
+        .iter()
+        .map(|n| n.pid.and_then(procs::open_fds))
+        .collect();
     note(format!(
         "idle: {opened} open ({failed} failed) in {connect_wall:.1}s; holding for {:.0}s",
         args.hold.as_secs_f64()
     ));
 
-    // Hold, keeping each worker's output read (it reports closes as they happen).
-    let hold_end = Instant::now() + args.hold;
-    while Instant::now() < hold_end {
-        for worker in &mut spawned {
-            if let Ok(Ok(Some(line))) =
-                tokio::time::timeout(Duration::from_millis(100), worker.lines.next_line()).await
-            {
-                parse_progress(&line, &worker.open);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let rss_held = pid.and_then(procs::rss_bytes);
+    // Hold (the workers' output is read meanwhile: they report closes as they happen).
+    tokio::time::sleep(args.hold).await;
+    let rss_held = nodes.rss();
     let workers_rss: u64 = spawned.iter().filter_map(|w| procs::rss_bytes(w.pid)).sum();
 
     // Every connection answers a ping?
@@ -231,13 +274,46 @@ pub async fn run(common: &Common, args: &IdleArgs) -> Result<IdleResult, String>
         let _ = worker.stdin.write_all(b"exit\n").await;
         let _ = tokio::time::timeout(Duration::from_secs(10), worker.child.wait()).await;
     }
-    if let Some(s) = server.as_mut() {
-        s.stop(Duration::from_secs(10));
-    }
-    let per_connection = match (rss_before, rss_connected) {
-        (Some(b), Some(a)) if opened > 0 => Some((a as f64 - b as f64) / opened as f64),
-        _ => None,
+    let per_node_figures = nodes.figures(&usage_before, &usage_connected);
+    nodes.stop();
+    let per_connection =
+        |before: Option<u64>, after: Option<u64>, connections: u64| match (before, after) {
+            (Some(b), Some(a)) if connections > 0 => {
+                Some((a as f64 - b as f64) / connections as f64)
+            }
+            _ => None,
+        };
+    let node_rows: Vec<IdleNode> = per_node_figures
+        .into_iter()
+        .enumerate()
+        .map(|(i, figures)| {
+            // Connection j goes to node j mod count.
+            let connections = n / count + usize::from(i < n % count);
+            IdleNode {
+                node: figures.node,
+                connections,
+                rss_before_bytes: rss_before[i],
+                rss_after_connect_bytes: rss_connected[i],
+                rss_after_hold_bytes: rss_held[i],
+                rss_per_connection_bytes: per_connection(
+                    rss_before[i],
+                    rss_connected[i],
+                    connections as u64,
+                ),
+                open_fds: fds[i],
+                cpu_s_connecting: figures.cpu_s,
+            }
+        })
+        .collect();
+    // Sums only when every node is known (a sum over some nodes would be a wrong figure).
+    let all = |v: &[Option<u64>]| {
+        v.iter()
+            .all(Option::is_some)
+            .then(|| sum_known(v))
+            .flatten()
     };
+    let (rss_before, rss_connected, rss_held) =
+        (all(&rss_before), all(&rss_connected), all(&rss_held));
     Ok(IdleResult {
         connections_requested: n,
         connections_opened: opened,
@@ -252,45 +328,37 @@ pub async fn run(common: &Common, args: &IdleArgs) -> Result<IdleResult, String>
         alive_after_hold: alive,
         all_stayed_up: opened as usize == n && closed == 0 && alive == opened,
         server_rss_after_registration_bytes: rss_after_registration,
-        server_restarted: common.url.is_none(),
+        server_restarted: restarted,
         server_rss_before_bytes: rss_before,
         server_rss_after_connect_bytes: rss_connected,
         server_rss_after_hold_bytes: rss_held,
-        server_rss_per_connection_bytes: per_connection,
-        server_open_fds: fds,
-        server_cpu_s_connecting: cpu_connecting,
+        server_rss_per_connection_bytes: per_connection(rss_before, rss_connected, opened),
+        server_open_fds: fds
+            .iter()
+            .all(Option::is_some)
+            .then(|| fds.iter().flatten().sum()),
+        server_cpu_s_connecting: usage_connected.nodes_since(&usage_before),
         workers_rss_bytes: workers_rss,
+        encoding: proto.encoding().unwrap_or("json").to_string(),
+        nodes: node_rows,
+        broker_cpu_s_connecting: usage_connected.broker_since(&usage_before),
+        database_cpu_s_connecting: usage_connected.database_since(&usage_before),
     })
 }
 
-fn parse_progress(line: &str, open: &AtomicU64) {
-    if let Some(rest) = line.strip_prefix("progress ")
-        && let Some(v) = rest.split(' ').next().and_then(|v| v.parse().ok())
-    {
-        open.store(v, Ordering::Relaxed);
-    }
-}
-
 async fn read_line(worker: &mut Worker, timeout: Duration) -> Result<String, String> {
-    loop {
-        match tokio::time::timeout(timeout, worker.lines.next_line()).await {
-            Ok(Ok(Some(line))) => {
-                if line.starts_with("progress ") {
-                    parse_progress(&line, &worker.open);
-                    continue;
-                }
-                return Ok(line);
-            }
-            Ok(Ok(None)) => return Err("a worker exited early".into()),
-            Ok(Err(e)) => return Err(format!("worker output: {e}")),
-            Err(_) => return Err("a worker did not answer in time".into()),
-        }
+    match tokio::time::timeout(timeout, worker.lines.recv()).await {
+        Ok(Some(line)) => Ok(line),
+        Ok(None) => Err("a worker exited early".into()),
+        Err(_) => Err("a worker did not answer in time".into()),
     }
 }
 
 /// Settings of one worker process.
 pub struct WorkerArgs {
-    pub addr: String,
+    /// The nodes' addresses: connection `i` goes to `addrs[i mod len]`.
+    pub addrs: Vec<String>,
+    pub proto: Proto,
     pub tokens: PathBuf,
     pub first: usize,
     pub count: usize,
@@ -332,13 +400,16 @@ pub async fn worker(args: WorkerArgs) -> Result<(), String> {
             args.count
         ));
     }
-    let addr = procs::loopback(&args.addr)?;
+    let addrs = args
+        .addrs
+        .iter()
+        .map(|a| procs::loopback(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    if addrs.is_empty() {
+        return Err("no address to connect to".into());
+    }
     let text = std::fs::read_to_string(&args.tokens).map_err(|e| e.to_string())?;
     let tokens: Vec<&str> = text.lines().collect();
-    let endpoint = Endpoint {
-        addr,
-        proto: Proto::Natter,
-    };
     let encoding = Arc::new(Encoding {
         conversations: Vec::new(),
         size: 0,
@@ -365,7 +436,10 @@ pub async fn worker(args: WorkerArgs) -> Result<(), String> {
             .acquire_owned()
             .await
             .map_err(|e| e.to_string())?;
-        let endpoint = endpoint.clone();
+        let endpoint = Endpoint {
+            addr: addrs[i % addrs.len()],
+            proto: args.proto,
+        };
         let encoding = encoding.clone();
         let shared = shared.clone();
         let source = conn::source_for(i, args.per_source);
@@ -407,7 +481,7 @@ pub async fn worker(args: WorkerArgs) -> Result<(), String> {
             "check" => {
                 let before = shared.pongs.load(Ordering::Relaxed);
                 for conn in &conns {
-                    conn.send(Out::Text("{\"id\":1,\"type\":\"ping\"}".into()));
+                    conn.send(Out::Ping { id: 1 });
                 }
                 let deadline = Instant::now() + Duration::from_secs(30);
                 let open = shared.open.load(Ordering::Relaxed);

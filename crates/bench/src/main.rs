@@ -3,7 +3,9 @@
 
 mod conn;
 mod idle;
+mod nodes;
 mod procs;
+mod protobuf;
 mod report;
 mod resume;
 mod setup;
@@ -44,13 +46,39 @@ struct CommonArgs {
     /// Extra argument for `natter serve` (repeat the flag for several).
     #[arg(long = "server-arg", global = true, allow_hyphen_values = true)]
     server_args: Vec<String>,
-    /// Load a running node instead of starting one (loopback only), e.g. http://127.0.0.1:8080.
-    /// It must allow the bench's rates: high --sends-per-second and --login-attempts-per-minute.
-    #[arg(long, global = true)]
-    url: Option<String>,
-    /// The pid of the node at --url, for its memory and CPU from /proc.
-    #[arg(long, global = true)]
-    pid: Option<i32>,
+    /// Load running nodes instead of starting any (loopback only), e.g. http://127.0.0.1:8080;
+    /// several, comma-separated, for the nodes of a cluster (connections go round robin). They
+    /// must allow the bench's rates: high --sends-per-second, --login-attempts-per-minute and
+    /// --connections-per-user-max.
+    #[arg(long, global = true, value_delimiter = ',')]
+    url: Vec<String>,
+    /// The pids of the nodes at --url, in the same order, for their memory and CPU from /proc.
+    #[arg(long, global = true, value_delimiter = ',')]
+    pid: Vec<i32>,
+    /// Start a cluster of N nodes instead of one SQLite node: a fresh PostgreSQL database (on
+    /// --postgres), a nats-server of its own, N `natter serve --database … --broker …` nodes;
+    /// connections go round robin over the nodes. Everything is stopped and the database
+    /// dropped at the end.
+    #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..=64))]
+    nodes: Option<u16>,
+    /// The PostgreSQL server where --nodes creates its database (loopback only).
+    #[arg(
+        long,
+        global = true,
+        default_value = "postgres://postgres@127.0.0.1:5432"
+    )]
+    postgres: String,
+    /// Frame encoding of Natter connections: json (`natter.v1.json`), proto (`natter.v1.proto`,
+    /// Protocol Buffers). direct and fanout take both, json,proto: rows `natter` and
+    /// `natter-proto`, each on fresh nodes.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "json"
+    )]
+    encoding: Vec<Encoding>,
     /// Where the peers' scripts are. Default: bench/peers of this workspace.
     #[arg(long, global = true)]
     peers_dir: Option<PathBuf>,
@@ -99,11 +127,22 @@ impl Peer {
     }
 }
 
-/// Frame encoding on Natter connections. Only JSON exists today; `proto` (subprotocol
-/// `natter.v1.proto`) will be a new value here and a new `conn::Proto` variant.
+/// Frame encoding on Natter connections.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Debug)]
 enum Encoding {
+    /// JSON text frames (`natter.v1.json`).
     Json,
+    /// Protocol Buffers binary frames (`natter.v1.proto`).
+    Proto,
+}
+
+impl Encoding {
+    fn proto(self) -> Proto {
+        match self {
+            Encoding::Json => Proto::Natter,
+            Encoding::Proto => Proto::NatterProtobuf,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -132,9 +171,6 @@ struct LoadArgs {
     /// Keep sweeping a peer past a step that it did not sustain.
     #[arg(long)]
     no_stop_at_saturation: bool,
-    /// Frame encoding for Natter connections.
-    #[arg(long, value_enum, default_value = "json")]
-    encoding: Encoding,
 }
 
 #[derive(Subcommand)]
@@ -206,6 +242,7 @@ enum Scenario {
     /// Internal: one process of the `idle` scenario.
     #[command(name = "__idle-worker", hide = true)]
     IdleWorker {
+        /// The nodes, comma-separated: connection i goes to node i mod N.
         #[arg(long)]
         addr: String,
         #[arg(long)]
@@ -223,16 +260,33 @@ enum Scenario {
 pub struct Common {
     pub server_bin: PathBuf,
     pub server_args: Vec<String>,
-    pub url: Option<String>,
-    pub pid: Option<i32>,
+    /// Running nodes to load (`--url`), and their pids.
+    pub urls: Vec<String>,
+    pub pids: Vec<i32>,
+    /// `--nodes N`: a cluster the bench starts.
+    pub nodes: Option<usize>,
+    /// The PostgreSQL server (`postgres://user@host:port`) for `--nodes`.
+    pub postgres: String,
+    /// The Natter encodings asked for, in order.
+    pub encodings: Vec<Proto>,
     pub peers_dir: PathBuf,
     pub connect_concurrency: usize,
     pub per_source: usize,
     pub setup_concurrency: usize,
     pub keep: bool,
+    /// `--timeout`: the whole run's bound, in seconds (worker processes get it too).
+    pub timeout_s: u64,
 }
 
 impl Common {
+    /// The one encoding of a scenario that runs one (all but direct and fanout).
+    pub fn encoding(&self) -> Result<Proto, String> {
+        match self.encodings.as_slice() {
+            [one] => Ok(*one),
+            _ => Err("this scenario runs one encoding at a time: --encoding json or proto".into()),
+        }
+    }
+
     pub fn launch(&self) -> procs::NatterLaunch {
         procs::NatterLaunch {
             bin: self.server_bin.clone(),
@@ -265,22 +319,33 @@ fn default_peers_dir() -> PathBuf {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let c = &cli.common;
-    if let Some(url) = &c.url
-        && let Err(e) = procs::url_addr(url)
-    {
-        eprintln!("natter-bench: {e}");
-        return ExitCode::from(2);
+    let postgres = match check_targets(c) {
+        Ok(postgres) => postgres,
+        Err(e) => {
+            eprintln!("natter-bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut encodings: Vec<Proto> = Vec::new();
+    for e in &c.encoding {
+        if !encodings.contains(&e.proto()) {
+            encodings.push(e.proto());
+        }
     }
     let common = Common {
         server_bin: c.server_bin.clone().unwrap_or_else(default_server_bin),
         server_args: c.server_args.clone(),
-        url: c.url.clone(),
-        pid: c.pid,
+        urls: c.url.clone(),
+        pids: c.pid.clone(),
+        nodes: c.nodes.map(usize::from),
+        postgres,
+        encodings,
         peers_dir: c.peers_dir.clone().unwrap_or_else(default_peers_dir),
         connect_concurrency: c.connect_concurrency,
         per_source: c.per_source,
         setup_concurrency: c.setup_concurrency,
         keep: c.keep,
+        timeout_s: c.timeout.max(1),
     };
     procs::raise_nofile();
     stats::now_ns();
@@ -334,6 +399,27 @@ fn main() -> ExitCode {
     }
 }
 
+/// Refuse targets that are not this machine's, and contradictory ones; the PostgreSQL server of
+/// `--nodes` (its `postgres://user@host:port`).
+fn check_targets(c: &CommonArgs) -> Result<String, String> {
+    for url in &c.url {
+        procs::url_addr(url)?;
+    }
+    if c.pid.len() > c.url.len() {
+        return Err("--pid names more nodes than --url".into());
+    }
+    if c.nodes.is_some() && !c.url.is_empty() {
+        return Err(
+            "--nodes starts a cluster; --url loads running nodes: choose one of them".into(),
+        );
+    }
+    if c.nodes.is_some() {
+        procs::postgres_server(&c.postgres)
+    } else {
+        Ok(c.postgres.clone())
+    }
+}
+
 fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -383,7 +469,8 @@ async fn run(
             per_user,
         } => {
             idle::worker(idle::WorkerArgs {
-                addr,
+                addrs: addr.split(',').map(str::to_string).collect(),
+                proto: common.encoding()?,
                 tokens,
                 first,
                 count,
@@ -408,7 +495,7 @@ async fn run(
                 hold: secs(hold),
             };
             let r = idle::run(common, &args).await?;
-            let kib = |b: Option<u64>| {
+            let mib = |b: Option<u64>| {
                 b.map_or("-".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0))
             };
             let rows = vec![
@@ -435,9 +522,11 @@ async fn run(
                 vec!["connect rate".into(), format!("{:.0} /s", r.connects_per_s)],
                 vec!["users (tokens)".into(), r.users.to_string()],
                 vec!["worker processes".into(), r.workers.to_string()],
+                vec!["encoding".into(), r.encoding.clone()],
+                vec!["nodes".into(), r.nodes.len().to_string()],
                 vec![
                     "server rss after registering users".into(),
-                    kib(r.server_rss_after_registration_bytes),
+                    mib(r.server_rss_after_registration_bytes),
                 ],
                 vec![
                     if r.server_restarted {
@@ -446,15 +535,15 @@ async fn run(
                         "server rss before"
                     }
                     .into(),
-                    kib(r.server_rss_before_bytes),
+                    mib(r.server_rss_before_bytes),
                 ],
                 vec![
                     "server rss after connect".into(),
-                    kib(r.server_rss_after_connect_bytes),
+                    mib(r.server_rss_after_connect_bytes),
                 ],
                 vec![
                     "server rss after hold".into(),
-                    kib(r.server_rss_after_hold_bytes),
+                    mib(r.server_rss_after_hold_bytes),
                 ],
                 vec![
                     "server rss per connection".into(),
@@ -470,7 +559,17 @@ async fn run(
                     r.server_cpu_s_connecting
                         .map_or("-".into(), |c| format!("{c:.2} s")),
                 ],
-                vec!["load generator rss".into(), kib(Some(r.workers_rss_bytes))],
+                vec![
+                    "nats-server / postgresql cpu while connecting".into(),
+                    format!(
+                        "{} / {}",
+                        r.broker_cpu_s_connecting
+                            .map_or("-".into(), |c| format!("{c:.2} s")),
+                        r.database_cpu_s_connecting
+                            .map_or("-".into(), |c| format!("{c:.2} s"))
+                    ),
+                ],
+                vec!["load generator rss".into(), mib(Some(r.workers_rss_bytes))],
                 vec!["hold".into(), format!("{:.0} s", r.hold_s)],
                 vec![
                     "closed during hold".into(),
@@ -489,15 +588,28 @@ async fn run(
                     },
                 ],
             ];
-            let mut targets = vec![Target {
-                name: "idle connections held by one node".into(),
-                target: "19,000 concurrent authenticated connections".into(),
-                measured: format!(
-                    "{} held, {} answered after {:.0}s",
-                    r.connections_opened, r.alive_after_hold, r.hold_s
-                ),
-                met: (connections >= 19_000)
-                    .then_some(r.all_stayed_up && r.connections_opened >= 19_000),
+            let node_count = r.nodes.len();
+            let mut targets = vec![if node_count > 1 {
+                Target {
+                    name: format!("idle connections held by {node_count} nodes"),
+                    target: format!("all {connections} held and answering"),
+                    measured: format!(
+                        "{} held, {} answered after {:.0}s",
+                        r.connections_opened, r.alive_after_hold, r.hold_s
+                    ),
+                    met: Some(r.all_stayed_up),
+                }
+            } else {
+                Target {
+                    name: "idle connections held by one node".into(),
+                    target: "19,000 concurrent authenticated connections".into(),
+                    measured: format!(
+                        "{} held, {} answered after {:.0}s",
+                        r.connections_opened, r.alive_after_hold, r.hold_s
+                    ),
+                    met: (connections >= 19_000)
+                        .then_some(r.all_stayed_up && r.connections_opened >= 19_000),
+                }
             }];
             if let Some(per) = r.server_rss_per_connection_bytes {
                 targets.push(Target {
@@ -508,8 +620,11 @@ async fn run(
                 });
             }
             println!("{}", report::table(&["idle", ""], &rows));
+            if r.nodes.len() > 1 {
+                println!("{}", report::idle_nodes_table(&r.nodes));
+            }
             println!("{}", report::targets_text(&targets));
-            let config = json!({"connections": connections, "per_user": per_user, "per_process": per_process, "hold_s": hold, "per_source": common.per_source, "connect_concurrency": common.connect_concurrency});
+            let config = json!({"connections": connections, "per_user": per_user, "per_process": per_process, "hold_s": hold, "per_source": common.per_source, "connect_concurrency": common.connect_concurrency, "encoding": r.encoding, "nodes": r.nodes.len(), "cluster": common.nodes.is_some() || common.urls.len() > 1});
             write_json(
                 "idle",
                 config,
@@ -627,6 +742,11 @@ async fn run(
                     r.server_cpu_s.map_or("-".into(), |c| format!("{c:.2} s")),
                 ],
             ];
+            let mut rows = rows;
+            rows.push(vec![
+                "encoding, nodes".into(),
+                format!("{}, {}", r.encoding, r.nodes_count),
+            ]);
             let targets = vec![Target {
                 name: format!("reconnect of {} clients", r.clients),
                 target: "all 19,000 resumed and caught up within 5 s, nothing missed".into(),
@@ -641,7 +761,7 @@ async fn run(
             }];
             println!("{}", report::table(&["reconnect", ""], &rows));
             println!("{}", report::targets_text(&targets));
-            let config = json!({"clients": clients, "per_user": per_user, "group_users": group_users, "missed": missed, "gap_s": gap, "live_rate": live_rate, "deadline_s": deadline});
+            let config = json!({"clients": clients, "per_user": per_user, "group_users": group_users, "missed": missed, "gap_s": gap, "live_rate": live_rate, "deadline_s": deadline, "encoding": r.encoding, "nodes": r.nodes_count, "cluster": common.nodes.is_some() || common.urls.len() > 1});
             write_json(
                 "reconnect",
                 config,
@@ -687,6 +807,10 @@ async fn run(
                     format!("{:.0} messages/s", r.messages_per_s),
                 ],
                 vec![
+                    "encoding, nodes".into(),
+                    format!("{}, {}", r.encoding, r.nodes_count),
+                ],
+                vec![
                     "nothing missed".into(),
                     if r.nothing_missed {
                         "yes".into()
@@ -696,8 +820,7 @@ async fn run(
                 ],
             ];
             println!("{}", report::table(&["sync", ""], &rows));
-            let config =
-                json!({"conversations": conversations, "messages": messages, "limit": limit});
+            let config = json!({"conversations": conversations, "messages": messages, "limit": limit, "encoding": r.encoding, "nodes": r.nodes_count, "cluster": common.nodes.is_some() || common.urls.len() > 1});
             write_json(
                 "sync",
                 config,
@@ -718,16 +841,22 @@ async fn run_traffic(
     started_ms: u64,
     started: Instant,
 ) -> Result<bool, String> {
-    let _ = load.encoding;
+    // Natter once per encoding asked for (rows `natter`, `natter-proto`), then the peers.
     let mut peers: Vec<Proto> = Vec::new();
     for p in &load.peer {
-        if !peers.contains(&p.proto()) {
-            peers.push(p.proto());
+        let protos = match p {
+            Peer::Natter => common.encodings.clone(),
+            other => vec![other.proto()],
+        };
+        for proto in protos {
+            if !peers.contains(&proto) {
+                peers.push(proto);
+            }
         }
     }
-    if common.url.is_some() && peers.iter().any(|p| *p != Proto::Natter) {
+    if !common.urls.is_empty() && peers.iter().any(|p| !p.is_natter()) {
         return Err(
-            "--url targets a running Natter node; peers are started by the bench itself".into(),
+            "--url targets running Natter nodes; peers are started by the bench itself".into(),
         );
     }
     let sweep = !load.sweep.is_empty();
@@ -774,7 +903,21 @@ async fn run_traffic(
             "peers".into(),
             json!(peers.iter().map(|p| p.name()).collect::<Vec<_>>()),
         );
-        obj.insert("encoding".into(), json!("json"));
+        let encodings: Vec<&str> = common
+            .encodings
+            .iter()
+            .filter_map(|p| p.encoding())
+            .collect();
+        obj.insert("encoding".into(), json!(encodings.first()));
+        obj.insert("encodings".into(), json!(encodings));
+        obj.insert(
+            "nodes".into(),
+            json!(common.nodes.unwrap_or(common.urls.len().max(1))),
+        );
+        obj.insert(
+            "cluster".into(),
+            json!(common.nodes.is_some() || common.urls.len() > 1),
+        );
     }
     let mut peer_names: Vec<&str> = steps.iter().map(|s| s.peer.as_str()).collect();
     peer_names.dedup();
@@ -785,6 +928,7 @@ async fn run_traffic(
     let body = json!({
         "steps": steps,
         "ratios": report::ratios(&steps),
+        "encoding_comparison": report::encoding_comparison(&steps),
         "max_sustained_rate": max_sustained,
     });
     if let Some(path) = &json_path {

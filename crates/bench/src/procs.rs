@@ -1,5 +1,6 @@
-//! Processes around the bench: the servers it starts (Natter, Socket.IO, NATS), what /proc says
-//! about them, the loopback-only rule, and cleaning up however the bench ends.
+//! Processes around the bench: the servers it starts (Natter, Socket.IO, NATS), the PostgreSQL
+//! databases it creates for cluster runs, what /proc says about them, the loopback-only rule,
+//! and cleaning up however the bench ends.
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -12,6 +13,8 @@ use std::time::{Duration, Instant};
 static CHILDREN: Mutex<Vec<i32>> = Mutex::new(Vec::new());
 /// Temporary directories to remove on the way out.
 static TEMP_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+/// PostgreSQL databases the bench created (server URL, name), dropped on the way out.
+static DATABASES: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
 
 fn signal_group(pgid: i32, signal: i32) {
     // SAFETY: kill(2) on a process group we created; no memory is touched.
@@ -40,6 +43,16 @@ pub fn cleanup() {
     }
     for pgid in &groups {
         signal_group(*pgid, libc::SIGKILL);
+    }
+    // After the nodes are gone, so that nothing reconnects to a database being dropped.
+    let databases: Vec<(String, String)> = DATABASES
+        .lock()
+        .map(|mut d| d.drain(..).collect())
+        .unwrap_or_default();
+    for (server, name) in databases {
+        if let Err(e) = drop_database(&server, &name) {
+            eprintln!("natter-bench: could not drop the database {name}: {e}");
+        }
     }
     let dirs: Vec<PathBuf> = TEMP_DIRS
         .lock()
@@ -227,17 +240,27 @@ pub struct NatterLaunch {
     pub keep: bool,
 }
 
-/// Start `natter serve` on a free loopback port with a fresh data directory (or `data_dir`), in
-/// its default durable mode, with the bench's limits raised (rates, logins, per-user connections).
+/// Where a Natter node keeps its data.
+pub enum Storage<'a> {
+    /// The embedded SQLite database of this data directory (which also holds the node's log).
+    Sqlite { data_dir: &'a Path },
+    /// A cluster node: PostgreSQL for storage, NATS for fan-out; `log_dir` holds its log.
+    Cluster {
+        database: &'a str,
+        broker: &'a str,
+        node_id: &'a str,
+        log_dir: &'a Path,
+    },
+}
+
+/// Start `natter serve` on a free loopback port, in its default durable mode, with the bench's
+/// limits raised (rates, logins, per-user connections) — the same for a SQLite node and a
+/// cluster node.
 pub fn start_natter(
     launch: &NatterLaunch,
-    data_dir: Option<&Path>,
+    storage: &Storage,
     connections_per_user: usize,
 ) -> Result<Server, String> {
-    let dir = match data_dir {
-        Some(d) => d.to_path_buf(),
-        None => temp_dir("natter", launch.keep).map_err(|e| e.to_string())?,
-    };
     if !launch.bin.exists() {
         return Err(format!(
             "{} not found: build it with `cargo build --release -p natter-server --bin natter`, or pass --server-bin",
@@ -245,11 +268,26 @@ pub fn start_natter(
         ));
     }
     let mut command = Command::new(&launch.bin);
+    command.arg("serve").args(["--listen", "127.0.0.1:0"]);
+    let dir = match storage {
+        Storage::Sqlite { data_dir } => {
+            command.arg("--data-dir").arg(data_dir);
+            data_dir
+        }
+        Storage::Cluster {
+            database,
+            broker,
+            node_id,
+            log_dir,
+        } => {
+            command
+                .args(["--database", database])
+                .args(["--broker", broker])
+                .args(["--node-id", node_id]);
+            log_dir
+        }
+    };
     command
-        .arg("serve")
-        .args(["--listen", "127.0.0.1:0"])
-        .arg("--data-dir")
-        .arg(&dir)
         .args(["--sends-per-second", "1000000"])
         .args(["--login-attempts-per-minute", "1000000"])
         .args([
@@ -265,8 +303,145 @@ pub fn start_natter(
         &log,
         Duration::from_secs(30),
     )?;
-    server.dir = Some(dir);
+    server.dir = Some(dir.to_path_buf());
     Ok(server)
+}
+
+/// Run a short command to its end, killed past `timeout`.
+fn run_bounded(mut command: Command, timeout: Duration) -> Result<std::process::Output, String> {
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let pid = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(output) => output.map_err(|e| e.to_string()),
+        Err(_) => {
+            // SAFETY: kill(2) on the child we spawned; no memory is touched.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+            Err(format!("no answer within {timeout:?}"))
+        }
+    }
+}
+
+/// Run one SQL statement with `psql` on the `postgres` database of `server`; its output.
+pub fn psql(server: &str, sql: &str) -> Result<String, String> {
+    let mut command = Command::new("psql");
+    command.arg(format!("{server}/postgres")).args([
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-q",
+        "-A",
+        "-t",
+        "-c",
+        sql,
+    ]);
+    let output = run_bounded(command, Duration::from_secs(30))
+        .map_err(|e| format!("psql (is it installed?): {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "psql `{sql}`: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// `postgres://user@127.0.0.1:5432[/db]` → the server part, loopback only.
+pub fn postgres_server(url: &str) -> Result<String, String> {
+    let rest = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+        .ok_or_else(|| format!("{url}: not a postgres:// URL"))?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let hostport = authority.rsplit('@').next().unwrap_or(authority);
+    let hostport = if hostport.contains(':') {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:5432")
+    };
+    loopback(&hostport)?;
+    Ok(format!("postgres://{authority}"))
+}
+
+/// A database the bench created on a PostgreSQL server: dropped when this is dropped (unless
+/// kept), and by [`cleanup`] on every other way out.
+pub struct Database {
+    pub server: String,
+    pub name: String,
+    keep: bool,
+}
+
+impl Database {
+    /// Create `natter_bench_<pid>_<unix seconds>` (a name no other run uses).
+    pub fn create(server: &str, keep: bool) -> Result<Database, String> {
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("natter_bench_{}_{unix}_{n}", std::process::id());
+        // Registered first: a create that times out may still have happened.
+        if !keep && let Ok(mut databases) = DATABASES.lock() {
+            databases.push((server.to_string(), name.clone()));
+        }
+        psql(server, &format!("CREATE DATABASE {name}"))?;
+        Ok(Database {
+            server: server.to_string(),
+            name,
+            keep,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("{}/{}", self.server, self.name)
+    }
+
+    /// Process ids of the server processes (backends) connected to this database now.
+    pub fn backend_pids(&self) -> Vec<i32> {
+        psql(
+            &self.server,
+            &format!(
+                "SELECT pid FROM pg_stat_activity WHERE datname = '{}'",
+                self.name
+            ),
+        )
+        .map(|out| out.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default()
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
+        if let Ok(mut databases) = DATABASES.lock() {
+            databases.retain(|(_, n)| *n != self.name);
+        }
+        if let Err(e) = drop_database(&self.server, &self.name) {
+            eprintln!(
+                "natter-bench: could not drop the database {}: {e}",
+                self.name
+            );
+        }
+    }
+}
+
+fn drop_database(server: &str, name: &str) -> Result<(), String> {
+    psql(
+        server,
+        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+    )
+    .map(|_| ())
 }
 
 /// A free TCP port on 127.0.0.1 (for peers that want one on their command line).
@@ -410,6 +585,16 @@ mod tests {
         assert!(url_addr("http://10.0.0.1:8080").is_err());
         assert!(url_addr("http://192.168.1.2:80").is_err());
         assert!(url_addr("8.8.8.8:53").is_err());
+        assert_eq!(
+            postgres_server("postgres://postgres@127.0.0.1:5432").unwrap(),
+            "postgres://postgres@127.0.0.1:5432"
+        );
+        assert_eq!(
+            postgres_server("postgresql://u:p@localhost/db").unwrap(),
+            "postgres://u:p@localhost"
+        );
+        assert!(postgres_server("postgres://postgres@10.1.2.3:5432").is_err());
+        assert!(postgres_server("mysql://127.0.0.1").is_err());
     }
 
     #[test]

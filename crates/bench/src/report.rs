@@ -1,5 +1,6 @@
 //! What the bench prints and writes: the final table (stdout), the JSON report (`--json`), the
-//! Natter/peer ratios, the targets, and a hand-written SVG chart of latency against offered load.
+//! Natter/peer ratios, JSON against Protocol Buffers, the per-node figures of a cluster, the
+//! targets, and a hand-written SVG chart of latency against offered load.
 
 use std::fmt::Write as _;
 
@@ -40,12 +41,22 @@ pub struct Ratio {
     pub throughput_ratio: f64,
 }
 
+/// The Natter row that targets and peer ratios are judged on: the first encoding run
+/// (`natter` for JSON, `natter-proto` when only protobuf ran).
+pub fn natter_row(steps: &[StepResult]) -> &str {
+    steps
+        .iter()
+        .find(|s| s.encoding.is_some())
+        .map_or("natter", |s| s.peer.as_str())
+}
+
 pub fn ratios(steps: &[StepResult]) -> Vec<Ratio> {
     let mut out = Vec::new();
-    for natter in steps.iter().filter(|s| s.peer == "natter") {
+    let row = natter_row(steps);
+    for natter in steps.iter().filter(|s| s.peer == row) {
         for peer in steps
             .iter()
-            .filter(|s| s.peer != "natter" && s.offered_rate == natter.offered_rate)
+            .filter(|s| s.encoding.is_none() && s.offered_rate == natter.offered_rate)
         {
             let div = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
             out.push(Ratio {
@@ -67,6 +78,57 @@ pub fn ratios(steps: &[StepResult]) -> Vec<Ratio> {
         }
     }
     out
+}
+
+/// JSON against Protocol Buffers at one offered load: what a delivered message costs.
+#[derive(Debug, Clone, Serialize)]
+pub struct EncodingComparison {
+    pub offered_rate: f64,
+    pub json_bytes_per_delivery: Option<f64>,
+    pub proto_bytes_per_delivery: Option<f64>,
+    /// proto / json: below 1 means protobuf reads fewer bytes.
+    pub bytes_ratio: Option<f64>,
+    pub json_server_cpu_us_per_delivery: Option<f64>,
+    pub proto_server_cpu_us_per_delivery: Option<f64>,
+    /// proto / json: below 1 means protobuf costs the server less CPU.
+    pub server_cpu_ratio: Option<f64>,
+    pub json_receive_p99_ms: f64,
+    pub proto_receive_p99_ms: f64,
+}
+
+/// Pair the `natter` and `natter-proto` steps of equal offered load.
+pub fn encoding_comparison(steps: &[StepResult]) -> Vec<EncodingComparison> {
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if a > 0.0 => Some(b / a),
+        _ => None,
+    };
+    steps
+        .iter()
+        .filter(|s| s.encoding.as_deref() == Some("json"))
+        .filter_map(|json| {
+            let proto = steps.iter().find(|s| {
+                s.encoding.as_deref() == Some("proto") && s.offered_rate == json.offered_rate
+            })?;
+            Some(EncodingComparison {
+                offered_rate: json.offered_rate,
+                json_bytes_per_delivery: json.bytes_per_delivery,
+                proto_bytes_per_delivery: proto.bytes_per_delivery,
+                bytes_ratio: ratio(json.bytes_per_delivery, proto.bytes_per_delivery),
+                json_server_cpu_us_per_delivery: json.server_cpu_us_per_delivery,
+                proto_server_cpu_us_per_delivery: proto.server_cpu_us_per_delivery,
+                server_cpu_ratio: ratio(
+                    json.server_cpu_us_per_delivery,
+                    proto.server_cpu_us_per_delivery,
+                ),
+                json_receive_p99_ms: json.receive_latency_ms.p99,
+                proto_receive_p99_ms: proto.receive_latency_ms.p99,
+            })
+        })
+        .collect()
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or("-".into(), |v| format!("{v:.digits$}"))
 }
 
 fn ms(v: f64) -> String {
@@ -135,6 +197,8 @@ pub fn traffic_table(steps: &[StepResult]) -> String {
         "p99.9",
         "max",
         "srv cpu",
+        "cpu µs/dlv",
+        "B/dlv",
         "ok",
     ];
     let rows: Vec<Vec<String>> = steps
@@ -160,12 +224,66 @@ pub fn traffic_table(steps: &[StepResult]) -> String {
                     .map(|c| format!("{:.0}%", 100.0 * c / s.wall_s.max(0.001)))
                     .unwrap_or_else(|| "-".into()),
             );
+            row.push(opt(s.server_cpu_us_per_delivery, 2));
+            row.push(opt(s.bytes_per_delivery, 0));
             row.push(if s.sustained { "yes" } else { "NO" }.into());
             row
         })
         .collect();
-    let mut out = String::from("latencies in ms (open loop, from the intended send time)\n");
+    let mut out = String::from(
+        "latencies in ms (open loop, from the intended send time); srv cpu in % of one core \
+         (all nodes); per delivered message: server CPU (µs) and bytes read by the bench\n",
+    );
     out.push_str(&table(&headers, &rows));
+    let comparison = encoding_comparison(steps);
+    if !comparison.is_empty() {
+        out.push_str(
+            "\nJSON vs Protocol Buffers per delivered message (ratio: proto / json, below 1 is \
+             cheaper for protobuf)\n",
+        );
+        let rows: Vec<Vec<String>> = comparison
+            .iter()
+            .map(|c| {
+                vec![
+                    format!("{:.0}", c.offered_rate),
+                    format!(
+                        "{} / {}",
+                        opt(c.json_bytes_per_delivery, 0),
+                        opt(c.proto_bytes_per_delivery, 0)
+                    ),
+                    opt(c.bytes_ratio, 2),
+                    format!(
+                        "{} / {}",
+                        opt(c.json_server_cpu_us_per_delivery, 2),
+                        opt(c.proto_server_cpu_us_per_delivery, 2)
+                    ),
+                    opt(c.server_cpu_ratio, 2),
+                    format!(
+                        "{} / {}",
+                        ms(c.json_receive_p99_ms),
+                        ms(c.proto_receive_p99_ms)
+                    ),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &[
+                "offered/s",
+                "bytes json/proto",
+                "ratio",
+                "server cpu µs json/proto",
+                "ratio",
+                "recv p99 json/proto",
+            ],
+            &rows,
+        ));
+    }
+    if steps
+        .iter()
+        .any(|s| s.nodes.len() > 1 || s.broker_cpu_s.is_some())
+    {
+        out.push_str(&nodes_table(steps));
+    }
     let ratios = ratios(steps);
     if !ratios.is_empty() {
         out.push_str("\nNatter / peer at the same offered load (p99: below 1 is better for Natter; throughput: above 1)\n");
@@ -225,9 +343,101 @@ pub fn traffic_table(steps: &[StepResult]) -> String {
     out
 }
 
+/// Every node's CPU (% of one core) and memory per step, with a cluster's broker and database.
+fn nodes_table(steps: &[StepResult]) -> String {
+    let mut rows = Vec::new();
+    for s in steps.iter().filter(|s| !s.nodes.is_empty()) {
+        let pct = |c: Option<f64>| opt(c.map(|c| 100.0 * c / s.wall_s.max(0.001)), 0) + "%";
+        let mib = |b: Option<u64>| opt(b.map(|b| b as f64 / 1048576.0), 1);
+        for node in &s.nodes {
+            rows.push(vec![
+                s.peer.clone(),
+                format!("{:.0}", s.offered_rate),
+                node.node.clone(),
+                pct(node.cpu_s),
+                mib(node.rss_bytes),
+            ]);
+        }
+        rows.push(vec![
+            s.peer.clone(),
+            format!("{:.0}", s.offered_rate),
+            "all nodes".into(),
+            pct(s.server_cpu_s),
+            mib(s.server_rss_bytes),
+        ]);
+        if s.broker_cpu_s.is_some() || s.database_cpu_s.is_some() {
+            rows.push(vec![
+                s.peer.clone(),
+                format!("{:.0}", s.offered_rate),
+                "nats-server".into(),
+                pct(s.broker_cpu_s),
+                "-".into(),
+            ]);
+            rows.push(vec![
+                s.peer.clone(),
+                format!("{:.0}", s.offered_rate),
+                "postgresql".into(),
+                pct(s.database_cpu_s),
+                "-".into(),
+            ]);
+            rows.push(vec![
+                s.peer.clone(),
+                format!("{:.0}", s.offered_rate),
+                format!("all: {} µs/dlv", opt(s.cluster_cpu_us_per_delivery, 2)),
+                pct(s
+                    .server_cpu_s
+                    .map(|c| c + s.broker_cpu_s.unwrap_or(0.0) + s.database_cpu_s.unwrap_or(0.0))),
+                "-".into(),
+            ]);
+        }
+    }
+    format!(
+        "\nper node (cpu: % of one core over the step; rss: MiB at its end; postgresql: the \
+         backends of the bench's database)\n{}",
+        table(&["peer", "offered/s", "process", "cpu", "rss MiB"], &rows)
+    )
+}
+
+/// `idle` per node: memory before and after, per connection, open files, CPU while connecting.
+pub fn idle_nodes_table(nodes: &[crate::idle::IdleNode]) -> String {
+    let mib = |b: Option<u64>| opt(b.map(|b| b as f64 / 1048576.0), 1);
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
+            vec![
+                n.node.clone(),
+                n.connections.to_string(),
+                mib(n.rss_before_bytes),
+                mib(n.rss_after_connect_bytes),
+                mib(n.rss_after_hold_bytes),
+                opt(n.rss_per_connection_bytes.map(|b| b / 1024.0), 2),
+                n.open_fds.map_or("-".into(), |f| f.to_string()),
+                opt(n.cpu_s_connecting, 2),
+            ]
+        })
+        .collect();
+    format!(
+        "per node\n{}",
+        table(
+            &[
+                "node",
+                "connections",
+                "rss before MiB",
+                "after connect",
+                "after hold",
+                "KiB/conn",
+                "open files",
+                "cpu connecting s",
+            ],
+            &rows,
+        )
+    )
+}
+
 /// Targets of the issue that a `direct` run can check.
 pub fn direct_targets(steps: &[StepResult]) -> Vec<Target> {
-    let natter: Vec<&StepResult> = steps.iter().filter(|s| s.peer == "natter").collect();
+    let row = natter_row(steps);
+    let natter: Vec<&StepResult> = steps.iter().filter(|s| s.peer == row).collect();
     let mut targets = Vec::new();
     let at_5000 = natter.iter().find(|s| s.offered_rate == 5000.0);
     targets.push(Target {
@@ -238,7 +448,7 @@ pub fn direct_targets(steps: &[StepResult]) -> Vec<Target> {
         }),
         met: at_5000.map(|s| s.sustained && s.receive_latency_ms.p99 <= 5.0),
     });
-    let best = max_sustained(steps, "natter");
+    let best = max_sustained(steps, row);
     targets.push(Target {
         name: "direct sustained rate".into(),
         target: "≥ 30,000 msg/s with p99 < 50 ms".into(),
@@ -251,16 +461,17 @@ pub fn direct_targets(steps: &[StepResult]) -> Vec<Target> {
 
 /// Targets of the issue that a `fanout` run can check.
 pub fn fanout_targets(steps: &[StepResult], group_size: usize) -> Vec<Target> {
+    let row = natter_row(steps);
     let best = steps
         .iter()
-        .filter(|s| s.peer == "natter" && s.sustained)
+        .filter(|s| s.peer == row && s.sustained)
         .map(|s| s.delivered_per_s)
         .fold(0.0f64, f64::max);
     let mut targets = vec![Target {
         name: format!("fanout deliveries in groups of {group_size}"),
         target: "≥ 250,000 deliveries/s in groups of 100, p99 < 50 ms".into(),
         measured: format!("{best:.0} deliveries/s"),
-        met: (group_size == 100 && steps.iter().any(|s| s.peer == "natter"))
+        met: (group_size == 100 && steps.iter().any(|s| s.peer == row))
             .then_some(best >= 250_000.0),
     }];
     targets.extend(peer_targets(steps));
@@ -298,7 +509,7 @@ fn peer_targets(steps: &[StepResult]) -> Vec<Target> {
         });
     }
     if steps.iter().any(|s| s.peer == "jetstream") {
-        let natter = max_sustained(steps, "natter").unwrap_or(0.0);
+        let natter = max_sustained(steps, natter_row(steps)).unwrap_or(0.0);
         let jetstream = max_sustained(steps, "jetstream").unwrap_or(0.0);
         targets.push(Target {
             name: "durable throughput vs JetStream".into(),
@@ -354,8 +565,9 @@ pub fn document(
     })
 }
 
-const COLORS: [(&str, &str); 4] = [
+const COLORS: [(&str, &str); 5] = [
     ("natter", "#1f77b4"),
+    ("natter-proto", "#17becf"),
     ("socketio", "#ff7f0e"),
     ("nats", "#2ca02c"),
     ("jetstream", "#9467bd"),
@@ -594,6 +806,12 @@ mod tests {
         };
         StepResult {
             peer: peer.into(),
+            encoding: match peer {
+                "natter" => Some("json".into()),
+                "natter-proto" => Some("proto".into()),
+                _ => None,
+            },
+            nodes_count: 1,
             offered_rate: rate,
             duration_s: 10.0,
             sent: 10,
@@ -612,9 +830,42 @@ mod tests {
             server_cpu_s: Some(5.0),
             bench_cpu_s: None,
             server_rss_bytes: None,
+            step_deliveries: 24,
+            wire_bytes_read: 2400,
+            bytes_per_delivery: Some(100.0),
+            server_cpu_us_per_delivery: Some(5.0),
+            nodes: Vec::new(),
+            broker_cpu_s: None,
+            database_cpu_s: None,
+            cluster_cpu_us_per_delivery: None,
             load_average: 0.0,
             sustained: p99 < 50.0,
         }
+    }
+
+    #[test]
+    fn json_and_proto_rows_compare_per_delivery_and_peers_compare_with_json() {
+        let mut proto = step("natter-proto", 1000.0, 1.0, 2000.0);
+        proto.bytes_per_delivery = Some(40.0);
+        proto.server_cpu_us_per_delivery = Some(4.0);
+        let steps = vec![
+            step("natter", 1000.0, 2.0, 2000.0),
+            proto,
+            step("socketio", 1000.0, 4.0, 2000.0),
+        ];
+        let c = encoding_comparison(&steps);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].bytes_ratio, Some(0.4));
+        assert_eq!(c[0].server_cpu_ratio, Some(0.8));
+        let r = ratios(&steps);
+        assert_eq!(r.len(), 1, "natter-proto is not a peer: {r:?}");
+        assert_eq!(r[0].peer, "socketio");
+        let text = traffic_table(&steps);
+        assert!(text.contains("JSON vs Protocol Buffers"), "{text}");
+        // Only protobuf ran: it is the row the targets judge.
+        let only = vec![step("natter-proto", 5000.0, 4.0, 10000.0)];
+        assert_eq!(natter_row(&only), "natter-proto");
+        assert_eq!(direct_targets(&only)[0].met, Some(true));
     }
 
     #[test]

@@ -9,6 +9,10 @@
 //!
 //! `sync`: one user in C conversations, M messages arrive while they are away; the time and the
 //! bytes (on the wire, framing included) to catch up by `sync` pages.
+//!
+//! With several nodes, `reconnect`'s clients and the writer's connections spread round robin
+//! (each client comes back to the node it left), and `sync`'s writer sends through another node
+//! than the one its reader catches up on.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,9 +20,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use std::net::SocketAddr;
+
 use crate::Common;
 use crate::conn::{self, Conn, Encoding, Endpoint, Ev, Handler, Out, Outbox, Proto};
-use crate::procs::{self, Server};
+use crate::nodes::{Nodes, sum_known};
 use crate::setup::{self, Account};
 use crate::stats::{self, Batch, Counter, Percentiles, Progress, Recorder, fmt_ms, note};
 use crate::traffic::connect_all;
@@ -26,9 +32,11 @@ use crate::traffic::connect_all;
 const SYNC_ID: u64 = 7;
 
 fn sync_command(cursor: u64, limit: u32) -> Out {
-    Out::Text(format!(
-        "{{\"id\":{SYNC_ID},\"type\":\"sync\",\"cursor\":{cursor},\"limit\":{limit}}}"
-    ))
+    Out::Sync {
+        id: SYNC_ID,
+        cursor,
+        limit,
+    }
 }
 
 /// The writer: a user with a few connections who sends into every conversation and remembers the
@@ -74,7 +82,8 @@ impl Handler for WriterHandler {
 impl Writer {
     async fn open(
         common: &Common,
-        endpoint: &Endpoint,
+        proto: Proto,
+        addrs: &[SocketAddr],
         account: &Account,
         conversations: Vec<u64>,
         connections: usize,
@@ -90,7 +99,7 @@ impl Writer {
             size: 64,
         });
         let tokens = vec![account.token.clone(); connections];
-        let conns = connect_all(common, endpoint, &tokens, &encoding, |_| {
+        let conns = connect_all(common, proto, addrs, &tokens, &encoding, |_| {
             Box::new(WriterHandler(acks.clone())) as Box<dyn Handler>
         })
         .await?;
@@ -144,31 +153,6 @@ impl Writer {
     }
 }
 
-async fn start(
-    common: &Common,
-    per_user: usize,
-) -> Result<(Option<Server>, Endpoint, Option<i32>), String> {
-    match &common.url {
-        Some(url) => Ok((
-            None,
-            Endpoint {
-                addr: procs::url_addr(url)?,
-                proto: Proto::Natter,
-            },
-            common.pid,
-        )),
-        None => {
-            let server = procs::start_natter(&common.launch(), None, per_user)?;
-            let endpoint = Endpoint {
-                addr: server.addr,
-                proto: Proto::Natter,
-            };
-            let pid = server.pid;
-            Ok((Some(server), endpoint, Some(pid)))
-        }
-    }
-}
-
 pub struct ReconnectArgs {
     pub clients: usize,
     pub per_user: usize,
@@ -199,8 +183,14 @@ pub struct ReconnectResult {
     pub messages_missing: u64,
     pub clients_missing_messages: u64,
     pub nothing_missed: bool,
+    /// Every node's CPU while the clients came back, summed.
     pub server_cpu_s: Option<f64>,
+    /// Every node's memory at the end, summed.
     pub server_rss_bytes: Option<u64>,
+    /// `json` or `proto`.
+    pub encoding: String,
+    /// How many Natter nodes served the run.
+    pub nodes_count: usize,
 }
 
 /// One client's view, kept across its connections.
@@ -328,12 +318,15 @@ pub async fn reconnect(common: &Common, args: &ReconnectArgs) -> Result<Reconnec
     let users = k.div_ceil(per_user);
     let group_users = args.group_users.clamp(1, 999);
     let groups = users.div_ceil(group_users);
-    let (mut server, endpoint, pid) = start(common, per_user.max(16)).await?;
+    let proto = common.encoding()?;
+    let mut nodes = Nodes::start(common, per_user.max(16))?;
+    let addrs = nodes.addrs();
     note(format!(
-        "reconnect: {k} clients as {users} users ({per_user} per token) in {groups} groups with a writer"
+        "reconnect: {k} clients as {users} users ({per_user} per token) in {groups} groups with a writer, on {} node(s)",
+        nodes.len()
     ));
     let accounts = setup::register(
-        endpoint.addr,
+        &addrs,
         &setup::run_prefix(),
         users + 1,
         common.setup_concurrency,
@@ -347,14 +340,21 @@ pub async fn reconnect(common: &Common, args: &ReconnectArgs) -> Result<Reconnec
             .map(|a| a.id)
             .collect();
         let owner = writer_account.clone();
-        let addr = endpoint.addr;
+        let addr = addrs[g % addrs.len()];
         calls.push(
             async move { setup::group(addr, &owner, &format!("reconnect {g}"), &members).await },
         );
     }
     let conversations = setup::all(calls, common.setup_concurrency).await?;
-    let mut writer =
-        Writer::open(common, &endpoint, writer_account, conversations.clone(), 8).await?;
+    let mut writer = Writer::open(
+        common,
+        proto,
+        &addrs,
+        writer_account,
+        conversations.clone(),
+        8,
+    )
+    .await?;
 
     let shared = Arc::new(ReconnectShared::default());
     let states: Vec<Arc<Mutex<ClientState>>> = (0..k)
@@ -378,7 +378,7 @@ pub async fn reconnect(common: &Common, args: &ReconnectArgs) -> Result<Reconnec
             shared: shared.clone(),
         }) as Box<dyn Handler>
     };
-    let conns = connect_all(common, &endpoint, &tokens, &encoding, make).await?;
+    let conns = connect_all(common, proto, &addrs, &tokens, &encoding, make).await?;
     note(format!("reconnect: {k} clients connected"));
 
     // Baseline: one message per group, seen live by every client.
@@ -420,7 +420,7 @@ pub async fn reconnect(common: &Common, args: &ReconnectArgs) -> Result<Reconnec
             s.syncing = true;
         }
     }
-    let cpu_before = pid.and_then(procs::cpu_seconds);
+    let usage_before = nodes.usage();
     let progress_shared = shared.clone();
     let progress = Progress::start(move |_| {
         format!(
@@ -432,7 +432,7 @@ pub async fn reconnect(common: &Common, args: &ReconnectArgs) -> Result<Reconnec
     });
     let reconnect_deadline = Instant::now() + args.deadline;
     let (opened, failures, first_failure) = {
-        let endpoint = endpoint.clone();
+        let addrs = addrs.clone();
         let states = states.clone();
         let task_shared = shared.clone();
         let concurrency = common.connect_concurrency;
@@ -444,7 +444,10 @@ pub async fn reconnect(common: &Common, args: &ReconnectArgs) -> Result<Reconnec
             let mut tasks = Vec::with_capacity(tokens.len());
             for (c, token) in tokens.into_iter().enumerate() {
                 let permit = permits.clone().acquire_owned().await.ok();
-                let endpoint = endpoint.clone();
+                let endpoint = Endpoint {
+                    addr: addrs[c % addrs.len()],
+                    proto,
+                };
                 let encoding = encoding.clone();
                 let state = states[c].clone();
                 let shared = task_shared.clone();
@@ -501,10 +504,7 @@ pub async fn reconnect(common: &Common, args: &ReconnectArgs) -> Result<Reconnec
     // Keep the connections until the end of the check.
     let reconnected = opened;
     let opened = reconnected.len() as u64;
-    let server_cpu = pid
-        .and_then(procs::cpu_seconds)
-        .zip(cpu_before)
-        .map(|(a, b)| a - b);
+    let server_cpu = nodes.usage().nodes_since(&usage_before);
     // Final check: everything the writer got acked must reach every client.
     writer.settle(Duration::from_secs(30)).await?;
     let finals = writer.max_seqs();
@@ -554,14 +554,14 @@ pub async fn reconnect(common: &Common, args: &ReconnectArgs) -> Result<Reconnec
         clients_missing_messages: clients_missing,
         nothing_missed: missing == 0 && failures == 0,
         server_cpu_s: server_cpu,
-        server_rss_bytes: pid.and_then(procs::rss_bytes),
+        server_rss_bytes: sum_known(&nodes.rss()),
+        encoding: proto.encoding().unwrap_or("json").to_string(),
+        nodes_count: nodes.len(),
     };
     for conn in writer.conns.iter().chain(&reconnected) {
         conn.abort();
     }
-    if let Some(s) = server.as_mut() {
-        s.stop(Duration::from_secs(10));
-    }
+    nodes.stop();
     Ok(result)
 }
 
@@ -593,6 +593,10 @@ pub struct SyncResult {
     pub bytes_per_message: f64,
     pub messages_per_s: f64,
     pub nothing_missed: bool,
+    /// `json` or `proto`.
+    pub encoding: String,
+    /// How many Natter nodes served the run.
+    pub nodes_count: usize,
 }
 
 #[derive(Default)]
@@ -645,14 +649,21 @@ impl Handler for SyncHandler {
 }
 
 pub async fn sync(common: &Common, args: &SyncArgs) -> Result<SyncResult, String> {
-    let (mut server, endpoint, _pid) = start(common, 16).await?;
-    let accounts = setup::register(endpoint.addr, &setup::run_prefix(), 2, 2).await?;
+    let proto = common.encoding()?;
+    let mut nodes = Nodes::start(common, 16)?;
+    // The reader on the first node, the writer (and the setup) on the next one, if any.
+    let endpoint = Endpoint {
+        addr: nodes.addr(0),
+        proto,
+    };
+    let writer_addr = nodes.addr(1);
+    let accounts = setup::register(&[writer_addr], &setup::run_prefix(), 2, 2).await?;
     let (reader, writer_account) = (&accounts[0], &accounts[1]);
     let mut calls = Vec::new();
     for c in 0..args.conversations {
         let owner = writer_account.clone();
         let member = reader.id;
-        let addr = endpoint.addr;
+        let addr = writer_addr;
         calls
             .push(async move { setup::group(addr, &owner, &format!("sync {c}"), &[member]).await });
     }
@@ -691,7 +702,15 @@ pub async fn sync(common: &Common, args: &SyncArgs) -> Result<SyncResult, String
         "sync: {} messages into {} conversations while the user is away",
         args.messages, args.conversations
     ));
-    let mut writer = Writer::open(common, &endpoint, writer_account, conversations, 8).await?;
+    let mut writer = Writer::open(
+        common,
+        proto,
+        &[writer_addr],
+        writer_account,
+        conversations,
+        8,
+    )
+    .await?;
     let progress_acks = writer.acks.clone();
     let total = args.messages;
     let progress =
@@ -726,9 +745,7 @@ pub async fn sync(common: &Common, args: &SyncArgs) -> Result<SyncResult, String
     .await?;
     let done = shared.done_ns.load(Ordering::Relaxed);
     conn.abort();
-    if let Some(s) = server.as_mut() {
-        s.stop(Duration::from_secs(10));
-    }
+    nodes.stop();
     let received = shared.bench_messages.get();
     let bytes = shared.bytes.get();
     let sync_s = (done - connected) as f64 / 1e9;
@@ -745,6 +762,8 @@ pub async fn sync(common: &Common, args: &SyncArgs) -> Result<SyncResult, String
         bytes_per_message: bytes as f64 / received.max(1) as f64,
         messages_per_s: received as f64 / sync_s.max(1e-9),
         nothing_missed: received == args.messages,
+        encoding: proto.encoding().unwrap_or("json").to_string(),
+        nodes_count: nodes.len(),
     })
 }
 

@@ -51,13 +51,18 @@ async fn post(
     Err(format!("POST {path}: {last}"))
 }
 
-/// Register `count` users `<prefix>-<i>`, `concurrency` at a time.
+/// Register `count` users `<prefix>-<i>`, user `i` on node `i mod len` (any node of a cluster
+/// can register anyone; spreading the argon2 hashes spreads their cost), `concurrency` at a time
+/// per node.
 pub async fn register(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     prefix: &str,
     count: usize,
     concurrency: usize,
 ) -> Result<Vec<Account>, String> {
+    if addrs.is_empty() {
+        return Err("no node to register users on".into());
+    }
     let done = Arc::new(AtomicU64::new(0));
     let shown = done.clone();
     let total = count;
@@ -68,9 +73,10 @@ pub async fn register(
         )
     });
     let started = std::time::Instant::now();
-    let permits = Arc::new(Semaphore::new(concurrency.max(1)));
+    let permits = Arc::new(Semaphore::new(concurrency.max(1) * addrs.len()));
     let mut tasks = Vec::with_capacity(count);
     for i in 0..count {
+        let addr = addrs[i % addrs.len()];
         let permits = permits.clone();
         let done = done.clone();
         let username = format!("{prefix}-{i}");

@@ -7,6 +7,11 @@
 //!
 //! A scheduler thread (not a tokio timer, whose resolution is 1 ms) hands each due message to its
 //! connection's writer; the lag between intended and handed-over time is reported as `send_lag`.
+//!
+//! Cost per delivered message: the server's CPU (every node's, from /proc) and the bytes the
+//! bench's connections read (WebSocket framing included), both over the whole step, divided by
+//! every delivery of the step's messages (warmup included) — what `--encoding json,proto`
+//! compares.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +22,7 @@ use tokio::sync::Semaphore;
 
 use crate::Common;
 use crate::conn::{self, Conn, Encoding, Endpoint, Ev, Handler, Out, Outbox, PONG_ID, Proto};
+use crate::nodes::{NodeFigures, Nodes, Usage};
 use crate::procs::{self, Server};
 use crate::setup::{self, Account};
 use crate::stats::{self, Batch, Counter, Percentiles, Progress, Recorder, fmt_ms, note};
@@ -91,6 +97,10 @@ pub struct TrafficArgs {
 #[derive(Debug, Clone, Serialize)]
 pub struct StepResult {
     pub peer: String,
+    /// Natter's frame encoding (`json`, `proto`); None for the peers.
+    pub encoding: Option<String>,
+    /// How many Natter nodes served the step (1 for the peers).
+    pub nodes_count: usize,
     pub offered_rate: f64,
     pub duration_s: f64,
     pub sent: u64,
@@ -107,10 +117,27 @@ pub struct StepResult {
     pub connections_closed: u64,
     /// Wall time of the step: warmup, measurement and drain.
     pub wall_s: f64,
-    /// CPU seconds over `wall_s`.
+    /// CPU seconds over `wall_s` (every node's, summed).
     pub server_cpu_s: Option<f64>,
     pub bench_cpu_s: Option<f64>,
+    /// Resident memory at the end of the step (every node's, summed).
     pub server_rss_bytes: Option<u64>,
+    /// Deliveries of every message of the step, warmup included: the per-delivery divisor.
+    pub step_deliveries: u64,
+    /// Bytes the bench's connections read over `wall_s` (WebSocket or NATS framing included).
+    pub wire_bytes_read: u64,
+    /// `wire_bytes_read / step_deliveries`.
+    pub bytes_per_delivery: Option<f64>,
+    /// `server_cpu_s / step_deliveries`, in microseconds.
+    pub server_cpu_us_per_delivery: Option<f64>,
+    /// Per Natter node: CPU over `wall_s` and memory at the end.
+    pub nodes: Vec<NodeFigures>,
+    /// A cluster's nats-server: CPU over `wall_s`.
+    pub broker_cpu_s: Option<f64>,
+    /// A cluster's PostgreSQL backends (of the bench's database): CPU over `wall_s`.
+    pub database_cpu_s: Option<f64>,
+    /// Nodes, nats-server and PostgreSQL backends together, per delivery, in microseconds.
+    pub cluster_cpu_us_per_delivery: Option<f64>,
     pub load_average: f64,
     /// Nothing missing, everything acknowledged, p99 under 50 ms.
     pub sustained: bool,
@@ -125,6 +152,10 @@ struct Shared {
     sent: Counter,
     acked: Counter,
     delivered: Counter,
+    /// Deliveries of the step's messages, warmup included.
+    step_delivered: Counter,
+    /// Bytes read by every connection.
+    bytes: Counter,
     errors: Counter,
     closed: Counter,
     ready: Counter,
@@ -144,6 +175,10 @@ impl Shared {
         k >= self.k_lo.load(Ordering::Relaxed) && k < self.k_hi.load(Ordering::Relaxed)
     }
 
+    fn in_step(&self, k: u64) -> bool {
+        k >= self.k0.load(Ordering::Relaxed) && k < self.k_hi.load(Ordering::Relaxed)
+    }
+
     fn intended_ns(&self, k: u64) -> u64 {
         let rate = f64::from_bits(self.rate_bits.load(Ordering::Relaxed));
         let i = k.saturating_sub(self.k0.load(Ordering::Relaxed));
@@ -157,6 +192,8 @@ struct TrafficHandler {
     recv: Batch,
     acked: u64,
     delivered: u64,
+    step_delivered: u64,
+    bytes: u64,
     errors: u64,
     now: u64,
 }
@@ -169,6 +206,8 @@ impl TrafficHandler {
             recv: Batch::default(),
             acked: 0,
             delivered: 0,
+            step_delivered: 0,
+            bytes: 0,
             errors: 0,
             now: 0,
         }
@@ -204,6 +243,9 @@ impl Handler for TrafficHandler {
                     self.recv.push_since(intended, now);
                     self.delivered += 1;
                 }
+                if self.shared.in_step(k) {
+                    self.step_delivered += 1;
+                }
             }
             Ev::Delivery { .. } | Ev::Other => {}
             Ev::Error { id, code } => {
@@ -238,22 +280,50 @@ impl Handler for TrafficHandler {
                 .fetch_max(self.now, Ordering::Relaxed);
             self.delivered = 0;
         }
+        if self.step_delivered > 0 {
+            self.shared.step_delivered.add(self.step_delivered);
+            self.step_delivered = 0;
+        }
+        if self.bytes > 0 {
+            self.shared.bytes.add(self.bytes);
+            self.bytes = 0;
+        }
         if self.errors > 0 {
             self.shared.errors.add(self.errors);
             self.errors = 0;
         }
         self.now = 0;
     }
+
+    fn bytes(&mut self, n: usize) {
+        self.bytes += n as u64;
+    }
 }
 
-/// Everything set up for one peer: its server, connections and shared counters.
+/// Everything set up for one peer: its server (or Natter's nodes), connections and shared
+/// counters.
 struct Rig {
     proto: Proto,
+    nodes: Option<Nodes>,
     server: Option<Server>,
-    server_pid: Option<i32>,
     conns: Vec<Conn>,
     shared: Arc<Shared>,
     next_k: u64,
+}
+
+impl Rig {
+    /// CPU so far of what serves this peer (Natter: every node, and a cluster's broker and
+    /// database).
+    fn usage(&self) -> Usage {
+        match (&self.nodes, &self.server) {
+            (Some(nodes), _) => nodes.usage(),
+            (None, Some(server)) => Usage {
+                nodes_cpu_s: vec![procs::cpu_seconds(server.pid)],
+                ..Usage::default()
+            },
+            (None, None) => Usage::default(),
+        }
+    }
 }
 
 /// Run `direct` or `fanout` for every peer and rate; returns every step's result.
@@ -293,6 +363,9 @@ pub async fn run(common: &Common, args: &TrafficArgs) -> Result<Vec<StepResult>,
         if let Some(mut server) = rig.server.take() {
             server.stop(Duration::from_secs(5));
         }
+        if let Some(mut nodes) = rig.nodes.take() {
+            nodes.stop();
+        }
     }
     Ok(results)
 }
@@ -314,57 +387,56 @@ fn print_step_line(r: &StepResult) {
 async fn setup_rig(common: &Common, args: &TrafficArgs, proto: Proto) -> Result<Rig, String> {
     let shape = args.shape;
     let n = shape.connections();
-    let (server, addr, pid) = match proto {
-        Proto::Natter => match &common.url {
-            Some(url) => (None, procs::url_addr(url)?, common.pid),
-            None => {
-                let server = procs::start_natter(&common.launch(), None, 16)?;
-                let (addr, pid) = (server.addr, server.pid);
-                (Some(server), addr, Some(pid))
-            }
-        },
-        Proto::SocketIo => {
-            let server = procs::start_socketio(&common.peers_dir, common.keep)?;
-            let (addr, pid) = (server.addr, server.pid);
-            (Some(server), addr, Some(pid))
-        }
-        Proto::Nats | Proto::JetStream => {
-            let server = procs::start_nats(&common.peers_dir, common.keep)?;
-            let (addr, pid) = (server.addr, server.pid);
-            (Some(server), addr, Some(pid))
-        }
+    let (nodes, server) = match proto {
+        Proto::Natter | Proto::NatterProtobuf => (Some(Nodes::start(common, 16)?), None),
+        Proto::SocketIo => (
+            None,
+            Some(procs::start_socketio(&common.peers_dir, common.keep)?),
+        ),
+        Proto::Nats | Proto::JetStream => (
+            None,
+            Some(procs::start_nats(&common.peers_dir, common.keep)?),
+        ),
     };
-    let endpoint = Endpoint { addr, proto };
+    let addrs = match (&nodes, &server) {
+        (Some(nodes), _) => nodes.addrs(),
+        (None, Some(server)) => vec![server.addr],
+        (None, None) => return Err("nothing to load".into()),
+    };
     let shared = Arc::new(Shared::default());
     shared.k_hi.store(0, Ordering::Relaxed);
 
     // Natter: users, conversations, one token per connection.
     let mut tokens = vec![String::new(); n];
     let mut conversations = Vec::new();
-    if proto == Proto::Natter {
+    if proto.is_natter() {
         let accounts =
-            setup::register(addr, &setup::run_prefix(), n, common.setup_concurrency).await?;
+            setup::register(&addrs, &setup::run_prefix(), n, common.setup_concurrency).await?;
         for (token, account) in tokens.iter_mut().zip(&accounts) {
             token.clone_from(&account.token);
         }
-        conversations = create_channels(addr, shape, &accounts, common.setup_concurrency).await?;
+        conversations = create_channels(&addrs, shape, &accounts, common.setup_concurrency).await?;
     }
     if proto == Proto::JetStream {
-        create_stream(&endpoint).await?;
+        create_stream(&Endpoint {
+            addr: addrs[0],
+            proto,
+        })
+        .await?;
     }
     let encoding = Arc::new(Encoding {
         conversations,
         size: args.size,
     });
 
-    let conns = connect_all(common, &endpoint, &tokens, &encoding, |_| {
+    let conns = connect_all(common, proto, &addrs, &tokens, &encoding, |_| {
         Box::new(TrafficHandler::new(shared.clone())) as Box<dyn Handler>
     })
     .await?;
 
     // Peers: rooms and subscriptions, confirmed before traffic starts.
     match proto {
-        Proto::Natter => {}
+        Proto::Natter | Proto::NatterProtobuf => {}
         Proto::SocketIo => {
             for (c, conn) in conns.iter().enumerate() {
                 let channel = shape.channel_of(c);
@@ -386,7 +458,7 @@ async fn setup_rig(common: &Common, args: &TrafficArgs, proto: Proto) -> Result<
             }
         }
     }
-    if proto != Proto::Natter {
+    if !proto.is_natter() {
         let deadline = Instant::now() + Duration::from_secs(30);
         while shared.ready.get() < n as u64 {
             if Instant::now() > deadline {
@@ -402,8 +474,8 @@ async fn setup_rig(common: &Common, args: &TrafficArgs, proto: Proto) -> Result<
     tokio::time::sleep(Duration::from_secs(1)).await;
     Ok(Rig {
         proto,
+        nodes,
         server,
-        server_pid: pid,
         conns,
         shared,
         next_k: 1,
@@ -411,9 +483,9 @@ async fn setup_rig(common: &Common, args: &TrafficArgs, proto: Proto) -> Result<
 }
 
 /// One conversation per channel: direct conversations of (2p, 2p+1), or groups owned by their
-/// first member.
+/// first member; the calls spread over the nodes.
 async fn create_channels(
-    addr: std::net::SocketAddr,
+    addrs: &[std::net::SocketAddr],
     shape: Shape,
     accounts: &[Account],
     concurrency: usize,
@@ -421,6 +493,7 @@ async fn create_channels(
     let members = shape.members();
     let mut calls = Vec::new();
     for channel in 0..shape.channels() {
+        let addr = addrs[channel % addrs.len()];
         let group: Vec<Account> = accounts[channel * members..(channel + 1) * members].to_vec();
         calls.push(async move {
             match shape {
@@ -432,7 +505,7 @@ async fn create_channels(
             }
         });
     }
-    setup::all(calls, concurrency).await
+    setup::all(calls, concurrency * addrs.len()).await
 }
 
 /// Create the JetStream stream `BENCH` on file storage capturing `bench.>`.
@@ -499,10 +572,11 @@ async fn create_stream(endpoint: &Endpoint) -> Result<(), String> {
 }
 
 /// Open `tokens.len()` connections (token per connection; peers ignore it), a bounded number at
-/// a time, spread over source addresses.
+/// a time, spread over source addresses, connection `i` to `addrs[i mod len]`.
 pub async fn connect_all(
     common: &Common,
-    endpoint: &Endpoint,
+    proto: Proto,
+    addrs: &[std::net::SocketAddr],
     tokens: &[String],
     encoding: &Arc<Encoding>,
     mut handler: impl FnMut(usize) -> Box<dyn Handler>,
@@ -520,7 +594,10 @@ pub async fn connect_all(
             .acquire_owned()
             .await
             .map_err(|e| e.to_string())?;
-        let endpoint = endpoint.clone();
+        let endpoint = Endpoint {
+            addr: addrs[i % addrs.len()],
+            proto,
+        };
         let token = token.clone();
         let encoding = encoding.clone();
         let handler = handler(i);
@@ -567,6 +644,7 @@ async fn run_step(rig: &mut Rig, args: &TrafficArgs, rate: f64) -> StepResult {
         &shared.sent,
         &shared.acked,
         &shared.delivered,
+        &shared.step_delivered,
         &shared.errors,
     ] {
         c.reset();
@@ -590,7 +668,8 @@ async fn run_step(rig: &mut Rig, args: &TrafficArgs, rate: f64) -> StepResult {
     let outs: Vec<Outbox> = rig.conns.iter().map(|c| c.out.clone()).collect();
     let shape = args.shape;
     let sched_shared = shared.clone();
-    let cpu_before = rig.server_pid.and_then(procs::cpu_seconds);
+    let usage_before = rig.usage();
+    let bytes_before = shared.bytes.get();
     let bench_cpu_before = procs::cpu_seconds(std::process::id() as i32);
     let step_started = Instant::now();
     let scheduler = std::thread::spawn(move || {
@@ -638,6 +717,12 @@ async fn run_step(rig: &mut Rig, args: &TrafficArgs, rate: f64) -> StepResult {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     drop(progress);
+    let usage_after = rig.usage();
+    let bytes = shared.bytes.get() - bytes_before;
+    let wall_s = step_started.elapsed().as_secs_f64();
+    let bench_cpu = procs::cpu_seconds(std::process::id() as i32)
+        .zip(bench_cpu_before)
+        .map(|(a, b)| a - b);
     // Anything after this is outside the step.
     shared.k_hi.store(0, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -654,8 +739,25 @@ async fn run_step(rig: &mut Rig, args: &TrafficArgs, rate: f64) -> StepResult {
     let receive = shared.recv.summary();
     let ack = shared.ack.summary();
     let complete = delivered >= expected && (!acks || acked >= measured_count) && errors == 0;
+    let step_deliveries = shared.step_delivered.get();
+    let per_delivery = |v: f64| (step_deliveries > 0).then(|| v / step_deliveries as f64);
+    let server_cpu = usage_after.nodes_since(&usage_before);
+    let broker_cpu = usage_after.broker_since(&usage_before);
+    let database_cpu = usage_after.database_since(&usage_before);
+    let nodes = rig
+        .nodes
+        .as_ref()
+        .map(|n| n.figures(&usage_before, &usage_after))
+        .unwrap_or_default();
+    let rss = match (&rig.nodes, &rig.server) {
+        (Some(nodes), _) => crate::nodes::sum_known(&nodes.rss()),
+        (None, Some(server)) => procs::rss_bytes(server.pid),
+        (None, None) => None,
+    };
     StepResult {
         peer: rig.proto.name().to_string(),
+        encoding: rig.proto.encoding().map(str::to_string),
+        nodes_count: rig.nodes.as_ref().map_or(1, Nodes::len),
         offered_rate: rate,
         duration_s: args.duration.as_secs_f64(),
         sent: measured_count,
@@ -670,16 +772,23 @@ async fn run_step(rig: &mut Rig, args: &TrafficArgs, rate: f64) -> StepResult {
         errors,
         first_error: shared.first_error.lock().ok().and_then(|f| f.clone()),
         connections_closed: shared.closed.get(),
-        wall_s: step_started.elapsed().as_secs_f64(),
-        server_cpu_s: rig
-            .server_pid
-            .and_then(procs::cpu_seconds)
-            .zip(cpu_before)
-            .map(|(a, b)| a - b),
-        bench_cpu_s: procs::cpu_seconds(std::process::id() as i32)
-            .zip(bench_cpu_before)
-            .map(|(a, b)| a - b),
-        server_rss_bytes: rig.server_pid.and_then(procs::rss_bytes),
+        wall_s,
+        server_cpu_s: server_cpu,
+        bench_cpu_s: bench_cpu,
+        server_rss_bytes: rss,
+        step_deliveries,
+        wire_bytes_read: bytes,
+        bytes_per_delivery: per_delivery(bytes as f64),
+        server_cpu_us_per_delivery: server_cpu.and_then(|c| per_delivery(c * 1e6)),
+        nodes,
+        broker_cpu_s: broker_cpu,
+        database_cpu_s: database_cpu,
+        cluster_cpu_us_per_delivery: (broker_cpu.is_some() || database_cpu.is_some())
+            .then(|| {
+                server_cpu.map(|c| c + broker_cpu.unwrap_or(0.0) + database_cpu.unwrap_or(0.0))
+            })
+            .flatten()
+            .and_then(|c| per_delivery(c * 1e6)),
         load_average: procs::load_average(),
         sustained: complete && receive.p99 < 50.0,
     }

@@ -354,14 +354,15 @@ impl From<io::Error> for UpgradeError {
 }
 
 /// Perform the client side of the WebSocket opening handshake. Returns the bytes that followed
-/// the response head (the first frames, if the server was quick).
+/// the response head (the first frames, if the server was quick) and the subprotocol the server
+/// chose (`Sec-WebSocket-Protocol`), if it named one.
 pub async fn ws_handshake(
     stream: &mut TcpStream,
     host: &str,
     path: &str,
     subprotocol: Option<&str>,
     rng: &mut Rng,
-) -> Result<Vec<u8>, UpgradeError> {
+) -> Result<(Vec<u8>, Option<String>), UpgradeError> {
     let mut nonce = [0u8; 16];
     nonce[..8].copy_from_slice(&rng.next().to_ne_bytes());
     nonce[8..].copy_from_slice(&rng.next().to_ne_bytes());
@@ -394,7 +395,8 @@ pub async fn ws_handshake(
             message: String::from_utf8_lossy(&body).into_owned(),
         });
     }
-    Ok(rest)
+    let chosen = header_value(&head, "sec-websocket-protocol").map(str::to_string);
+    Ok((rest, chosen))
 }
 
 /// A minimal HTTP/1.1 request on a fresh connection (`Connection: close`); returns status and body.

@@ -9,8 +9,15 @@
 //! `natter.members` for membership changes that add users (their nodes are not subscribed yet). An event is
 //! delivered to the local hub at once and published for the other nodes; a node ignores its own
 //! publications when they come back.
+//!
+//! Two lanes lead to NATS: subscription changes and flushes, unbounded (one per conversation a
+//! session brings or leaves; never dropped, or a session would silently stop hearing other nodes),
+//! and publishes, bounded. A publish that finds its lane full is dropped for the other nodes;
+//! so that no client waits for it for ever, the node then announces on `natter.resync` that it
+//! lost events, and every other node tells its sessions to reconnect and sync.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -22,10 +29,17 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-/// Most events waiting to be published to NATS; past it events are dropped for the other nodes
-/// (their clients catch up by gap filling and sync) and logged.
+/// Most events waiting to be published to NATS; past it events are dropped for the other nodes,
+/// which are then told to resync (`RESYNC_SUBJECT`).
 const PUBLISH_QUEUE_MAX: usize = 100_000;
 const PRESENCE_SUBJECT: &str = "natter.presence";
+/// A node that dropped publishes says so here (the payload is its node id); the others resync.
+const RESYNC_SUBJECT: &str = "natter.resync";
+/// Every node says it is alive here (the payload is its node id), every `HEARTBEAT`.
+const NODES_SUBJECT: &str = "natter.nodes";
+const HEARTBEAT: Duration = Duration::from_secs(5);
+/// A node not heard from for this long is gone: what it said about presence no longer holds.
+const NODE_TIMEOUT: Duration = Duration::from_secs(16);
 /// Membership changes that add users: the nodes of the added users are not subscribed to the
 /// conversation yet, so these go where every node hears them.
 const MEMBERSHIP_SUBJECT: &str = "natter.members";
@@ -41,8 +55,8 @@ struct Envelope<'a> {
     event: std::borrow::Cow<'a, Event>,
 }
 
-enum Control {
-    Publish(Arc<Event>),
+/// Subscription changes and flushes, applied in the order they were asked for.
+enum Change {
     Subscribe(ConversationId),
     Unsubscribe(ConversationId),
     Flush(oneshot::Sender<()>),
@@ -51,12 +65,24 @@ enum Control {
 /// A broker over a NATS server (or cluster).
 pub struct NatsBroker {
     sink: Arc<OnceLock<Arc<dyn EventSink>>>,
-    control: mpsc::Sender<Control>,
+    changes: mpsc::UnboundedSender<Change>,
+    publishes: mpsc::Sender<Arc<Event>>,
+    /// Set when a publish was dropped; the control task then announces a resync.
+    dropped: Arc<AtomicBool>,
 }
 
 impl NatsBroker {
     /// Connect to `url` (e.g. `nats://127.0.0.1:4222`) as node `node_id`.
     pub async fn connect(url: &str, node_id: &str) -> Result<NatsBroker, String> {
+        NatsBroker::connect_with(url, node_id, PUBLISH_QUEUE_MAX).await
+    }
+
+    /// `connect`, with at most `publish_queue_max` events waiting to be published.
+    pub async fn connect_with(
+        url: &str,
+        node_id: &str,
+        publish_queue_max: usize,
+    ) -> Result<NatsBroker, String> {
         let sink: Arc<OnceLock<Arc<dyn EventSink>>> = Arc::new(OnceLock::new());
         let resync_sink = sink.clone();
         let mut was_disconnected = false;
@@ -94,7 +120,9 @@ impl NatsBroker {
             }
         });
 
-        let (control, commands) = mpsc::channel(PUBLISH_QUEUE_MAX);
+        let (changes, changes_rx) = mpsc::unbounded_channel();
+        let (publishes, publishes_rx) = mpsc::channel(publish_queue_max.max(1));
+        let dropped = Arc::new(AtomicBool::new(false));
         let presence = client
             .subscribe(PRESENCE_SUBJECT)
             .await
@@ -103,16 +131,41 @@ impl NatsBroker {
             .subscribe(MEMBERSHIP_SUBJECT)
             .await
             .map_err(|e| format!("cannot subscribe to membership changes: {e}"))?;
+        let resyncs = client
+            .subscribe(RESYNC_SUBJECT)
+            .await
+            .map_err(|e| format!("cannot subscribe to resync notices: {e}"))?;
+        let heartbeats = client
+            .subscribe(NODES_SUBJECT)
+            .await
+            .map_err(|e| format!("cannot subscribe to node heartbeats: {e}"))?;
         let node = node_id.to_string();
+        tokio::spawn(watch_nodes(
+            client.clone(),
+            heartbeats,
+            node.clone(),
+            sink.clone(),
+        ));
         tokio::spawn(forward(presence, node.clone(), sink.clone()));
         tokio::spawn(forward(membership, node.clone(), sink.clone()));
-        tokio::spawn(run_control(client, commands, node, sink.clone()));
-        Ok(NatsBroker { sink, control })
+        tokio::spawn(follow_resyncs(resyncs, node.clone(), sink.clone()));
+        let lanes = Lanes {
+            changes: changes_rx,
+            publishes: publishes_rx,
+            dropped: dropped.clone(),
+        };
+        tokio::spawn(run_control(client, lanes, node, sink.clone()));
+        Ok(NatsBroker {
+            sink,
+            changes,
+            publishes,
+            dropped,
+        })
     }
 
-    fn send(&self, control: Control) {
-        if let Err(e) = self.control.try_send(control) {
-            tracing::error!(error = %e, "NATS publish queue full; event not sent to other nodes");
+    fn change(&self, change: Change) {
+        if self.changes.send(change).is_err() {
+            tracing::error!("the NATS control task has stopped");
         }
     }
 }
@@ -122,15 +175,19 @@ impl Broker for NatsBroker {
         if let Some(sink) = self.sink.get() {
             sink.deliver(event.clone());
         }
-        self.send(Control::Publish(event));
+        if self.publishes.try_send(event).is_err() && !self.dropped.swap(true, Ordering::AcqRel) {
+            tracing::error!(
+                "NATS publish queue full: events lost for the other nodes, which will resync"
+            );
+        }
     }
 
     fn subscribe(&self, conversation_id: ConversationId) {
-        self.send(Control::Subscribe(conversation_id));
+        self.change(Change::Subscribe(conversation_id));
     }
 
     fn unsubscribe(&self, conversation_id: ConversationId) {
-        self.send(Control::Unsubscribe(conversation_id));
+        self.change(Change::Unsubscribe(conversation_id));
     }
 
     fn attach(&self, sink: Arc<dyn EventSink>) {
@@ -141,7 +198,7 @@ impl Broker for NatsBroker {
 
     fn flush(&self) -> Flushed {
         let (done, flushed) = oneshot::channel();
-        self.send(Control::Flush(done));
+        self.change(Change::Flush(done));
         Box::pin(async move {
             // A broker that cannot answer in time must not hold a connection up for ever.
             let _ = tokio::time::timeout(Duration::from_secs(5), flushed).await;
@@ -149,66 +206,161 @@ impl Broker for NatsBroker {
     }
 }
 
-/// Applies subscription changes and publishes, in the order they were asked for.
+/// The control task's two inputs.
+struct Lanes {
+    changes: mpsc::UnboundedReceiver<Change>,
+    publishes: mpsc::Receiver<Arc<Event>>,
+    dropped: Arc<AtomicBool>,
+}
+
+/// Applies subscription changes (first, in the order they were asked for) and publishes (in
+/// publishing order).
 async fn run_control(
     client: async_nats::Client,
-    mut commands: mpsc::Receiver<Control>,
+    mut lanes: Lanes,
     node: String,
     sink: Arc<OnceLock<Arc<dyn EventSink>>>,
 ) {
     let mut subscriptions: HashMap<ConversationId, JoinHandle<()>> = HashMap::new();
-    while let Some(command) = commands.recv().await {
-        match command {
-            Control::Publish(event) => {
-                let subject = match &*event {
-                    Event::Presence { .. } => PRESENCE_SUBJECT.to_string(),
-                    Event::ConversationChanged { added, .. } if !added.is_empty() => {
-                        MEMBERSHIP_SUBJECT.to_string()
+    loop {
+        tokio::select! {
+            biased;
+            change = lanes.changes.recv() => match change {
+                Some(change) => apply(&client, change, &mut subscriptions, &node, &sink).await,
+                None => return,
+            },
+            event = lanes.publishes.recv() => match event {
+                Some(event) => publish(&client, &event, &node).await,
+                None => return,
+            },
+        }
+        if lanes.dropped.swap(false, Ordering::AcqRel) {
+            tracing::warn!("telling the other nodes to resync");
+            if let Err(e) = client.publish(RESYNC_SUBJECT, node.clone().into()).await {
+                tracing::warn!(error = %e, "NATS publish of a resync notice");
+                lanes.dropped.store(true, Ordering::Release);
+            }
+        }
+    }
+}
+
+async fn publish(client: &async_nats::Client, event: &Event, node: &str) {
+    let subject = match event {
+        Event::Presence { .. } => PRESENCE_SUBJECT.to_string(),
+        Event::ConversationChanged { added, .. } if !added.is_empty() => {
+            MEMBERSHIP_SUBJECT.to_string()
+        }
+        other => match other.conversation_id() {
+            Some(id) => conversation_subject(id),
+            None => PRESENCE_SUBJECT.to_string(),
+        },
+    };
+    let envelope = Envelope {
+        node: std::borrow::Cow::Borrowed(node),
+        event: std::borrow::Cow::Borrowed(event),
+    };
+    let payload = match serde_json::to_vec(&envelope) {
+        Ok(payload) => payload,
+        Err(e) => {
+            tracing::error!(error = %e, "encoding an event for NATS");
+            return;
+        }
+    };
+    if let Err(e) = client.publish(subject, payload.into()).await {
+        tracing::warn!(error = %e, "NATS publish");
+    }
+}
+
+async fn apply(
+    client: &async_nats::Client,
+    change: Change,
+    subscriptions: &mut HashMap<ConversationId, JoinHandle<()>>,
+    node: &str,
+    sink: &Arc<OnceLock<Arc<dyn EventSink>>>,
+) {
+    match change {
+        Change::Subscribe(id) => {
+            if subscriptions.contains_key(&id) {
+                return;
+            }
+            match client.subscribe(conversation_subject(id)).await {
+                Ok(subscriber) => {
+                    let task = tokio::spawn(forward(subscriber, node.to_string(), sink.clone()));
+                    subscriptions.insert(id, task);
+                }
+                Err(e) => tracing::error!(error = %e, id, "NATS subscribe"),
+            }
+        }
+        Change::Unsubscribe(id) => {
+            // Dropping the subscriber (by ending its task) unsubscribes it at the server.
+            if let Some(task) = subscriptions.remove(&id) {
+                task.abort();
+            }
+        }
+        Change::Flush(done) => {
+            if let Err(e) = client.flush().await {
+                tracing::warn!(error = %e, "NATS flush");
+            }
+            let _ = done.send(());
+        }
+    }
+}
+
+/// Say every `HEARTBEAT` that this node is alive, and tell the hub of any other node that fell
+/// silent: its users' presence would otherwise stay "online" for ever.
+async fn watch_nodes(
+    client: async_nats::Client,
+    mut heartbeats: async_nats::Subscriber,
+    node: String,
+    sink: Arc<OnceLock<Arc<dyn EventSink>>>,
+) {
+    let mut heard: HashMap<String, tokio::time::Instant> = HashMap::new();
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = client.publish(NODES_SUBJECT, node.clone().into()).await {
+                    tracing::debug!(error = %e, "NATS heartbeat");
+                }
+                let silent: Vec<String> = heard
+                    .iter()
+                    .filter(|(_, at)| at.elapsed() > NODE_TIMEOUT)
+                    .map(|(other, _)| other.clone())
+                    .collect();
+                for other in silent {
+                    heard.remove(&other);
+                    tracing::warn!(node = %other, "node silent: its users' presence is dropped");
+                    if let Some(sink) = sink.get() {
+                        sink.node_gone(&other);
                     }
-                    other => match other.conversation_id() {
-                        Some(id) => conversation_subject(id),
-                        None => PRESENCE_SUBJECT.to_string(),
-                    },
-                };
-                let envelope = Envelope {
-                    node: std::borrow::Cow::Borrowed(&node),
-                    event: std::borrow::Cow::Borrowed(&event),
-                };
-                let payload = match serde_json::to_vec(&envelope) {
-                    Ok(payload) => payload,
-                    Err(e) => {
-                        tracing::error!(error = %e, "encoding an event for NATS");
-                        continue;
+                }
+            }
+            heartbeat = heartbeats.next() => match heartbeat {
+                Some(message) => {
+                    let other = String::from_utf8_lossy(&message.payload).into_owned();
+                    if other != node {
+                        heard.insert(other, tokio::time::Instant::now());
                     }
-                };
-                if let Err(e) = client.publish(subject, payload.into()).await {
-                    tracing::warn!(error = %e, "NATS publish");
                 }
-            }
-            Control::Subscribe(id) => {
-                if subscriptions.contains_key(&id) {
-                    continue;
-                }
-                match client.subscribe(conversation_subject(id)).await {
-                    Ok(subscriber) => {
-                        let task = tokio::spawn(forward(subscriber, node.clone(), sink.clone()));
-                        subscriptions.insert(id, task);
-                    }
-                    Err(e) => tracing::error!(error = %e, id, "NATS subscribe"),
-                }
-            }
-            Control::Unsubscribe(id) => {
-                // Dropping the subscriber (by ending its task) unsubscribes it at the server.
-                if let Some(task) = subscriptions.remove(&id) {
-                    task.abort();
-                }
-            }
-            Control::Flush(done) => {
-                if let Err(e) = client.flush().await {
-                    tracing::warn!(error = %e, "NATS flush");
-                }
-                let _ = done.send(());
-            }
+                None => return,
+            },
+        }
+    }
+}
+
+/// Another node lost events on their way out: every local session catches up by sync.
+async fn follow_resyncs(
+    mut subscriber: async_nats::Subscriber,
+    node: String,
+    sink: Arc<OnceLock<Arc<dyn EventSink>>>,
+) {
+    while let Some(message) = subscriber.next().await {
+        if message.payload.as_ref() == node.as_bytes() {
+            continue;
+        }
+        tracing::warn!(from = %String::from_utf8_lossy(&message.payload), "a node lost events: sessions here resync");
+        if let Some(sink) = sink.get() {
+            sink.resync();
         }
     }
 }
@@ -233,5 +385,128 @@ async fn forward(
         if let Some(sink) = sink.get() {
             sink.deliver(Arc::new(envelope.event.into_owned()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Against a `nats-server` of the test's own (the binary must be installed: CI installs it).
+
+    use super::*;
+    use std::process::{Child, Command, Stdio};
+    use std::sync::Mutex;
+
+    struct NatsServer(Child);
+
+    impl Drop for NatsServer {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    async fn nats_server() -> (NatsServer, String) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server is installed");
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        (NatsServer(child), format!("nats://127.0.0.1:{port}"))
+    }
+
+    #[derive(Default)]
+    struct Recorder {
+        events: Mutex<Vec<Arc<Event>>>,
+        resyncs: Mutex<usize>,
+    }
+
+    impl EventSink for Recorder {
+        fn deliver(&self, event: Arc<Event>) {
+            self.events.lock().unwrap().push(event);
+        }
+        fn resync(&self) {
+            *self.resyncs.lock().unwrap() += 1;
+        }
+    }
+
+    fn typing(conversation_id: ConversationId, user_id: u64) -> Arc<Event> {
+        Arc::new(Event::Typing {
+            conversation_id,
+            user_id,
+            active: true,
+        })
+    }
+
+    async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+        for _ in 0..100 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("not within 5 s: {what}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_full_publish_lane_loses_no_subscription_and_makes_the_others_resync() {
+        let (_server, url) = nats_server().await;
+        let a = NatsBroker::connect_with(&url, "a", 4).await.expect("a");
+        let b = NatsBroker::connect(&url, "b").await.expect("b");
+        let at_a = Arc::new(Recorder::default());
+        let at_b = Arc::new(Recorder::default());
+        a.attach(at_a.clone());
+        b.attach(at_b.clone());
+        b.subscribe(1);
+        b.flush().await;
+
+        // Without an await the control task cannot drain: all but four publishes are dropped.
+        for user in 0..100 {
+            a.publish(typing(1, user));
+        }
+        // A subscription asked for now still takes effect.
+        a.subscribe(2);
+        a.flush().await;
+        eventually("b resyncs", || *at_b.resyncs.lock().unwrap() == 1).await;
+        assert_eq!(
+            *at_a.resyncs.lock().unwrap(),
+            0,
+            "the node that dropped does not resync"
+        );
+        assert_eq!(
+            at_a.events.lock().unwrap().len(),
+            100,
+            "local sessions heard everything"
+        );
+        let heard_at_b = at_b.events.lock().unwrap().len();
+        assert!((1..100).contains(&heard_at_b), "b heard {heard_at_b}");
+
+        b.publish(typing(2, 7));
+        eventually("a hears conversation 2", || {
+            at_a.events.lock().unwrap().iter().any(|e| {
+                matches!(
+                    **e,
+                    Event::Typing {
+                        conversation_id: 2,
+                        user_id: 7,
+                        ..
+                    }
+                )
+            })
+        })
+        .await;
     }
 }

@@ -20,6 +20,10 @@ pub trait EventSink: Send + Sync {
     /// Events may have been lost between nodes (the broker lost its connection): every local
     /// session must catch up by sync.
     fn resync(&self) {}
+
+    /// A node has not been heard from for a while (it died, or lost the broker): what it said
+    /// about its users' presence no longer holds.
+    fn node_gone(&self, _node: &str) {}
 }
 
 /// A future the broker resolves once earlier subscriptions are in effect.

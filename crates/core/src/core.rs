@@ -1,6 +1,7 @@
 //! [`Core`]: every operation a client can ask for, validated and authorized, whatever the transport.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use natter_proto::{
@@ -66,7 +67,13 @@ pub struct Core {
     broker: Arc<dyn Broker>,
     config: CoreConfig,
     presence: OnceLock<Arc<dyn PresenceSource>>,
+    /// When this node last recorded each device's use: a device that reconnects within
+    /// `TOUCH_INTERVAL_MS` is not written again (a reconnect storm would be a write per client).
+    touched: Mutex<HashMap<DeviceId, u64>>,
 }
+
+/// A device's `last_seen_at_ms` is kept to this precision.
+const TOUCH_INTERVAL_MS: u64 = 60_000;
 
 impl Core {
     /// Wire the store's commits to the broker, in commit order.
@@ -90,6 +97,7 @@ impl Core {
             broker,
             config,
             presence: OnceLock::new(),
+            touched: Mutex::new(HashMap::new()),
         })
     }
 
@@ -211,9 +219,28 @@ impl Core {
         })
     }
 
-    /// Note that a device is in use (for the devices list).
+    /// Note that a device is in use (for the devices list), at most once a minute per device.
     pub async fn touch(&self, session: &Session) -> Result<()> {
-        self.store.touch_device(session.device_id, now_ms()).await
+        let now = now_ms();
+        {
+            let mut touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
+            match touched.get(&session.device_id) {
+                Some(at) if now.saturating_sub(*at) < TOUCH_INTERVAL_MS => return Ok(()),
+                _ => {
+                    touched.insert(session.device_id, now);
+                }
+            }
+        }
+        self.store.touch_device(session.device_id, now).await
+    }
+
+    /// Forget devices not touched for a while (called now and then by the node).
+    pub fn forget_old_touches(&self) {
+        let now = now_ms();
+        self.touched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, at| now.saturating_sub(*at) < TOUCH_INTERVAL_MS);
     }
 
     pub async fn logout(&self, session: &Session) -> Result<()> {
@@ -501,22 +528,27 @@ impl Core {
             .store
             .changed_since(session.user.id, cursor, head)
             .await?;
-        let mut messages = Vec::with_capacity(changed.len());
-        for conversation in &changed {
-            messages.push(if conversation.message_pos > cursor {
-                self.store
-                    .messages_in_pos_range(
-                        conversation.id,
-                        cursor,
-                        head,
-                        conversation.left_seq,
-                        limit + 1,
-                    )
-                    .await?
-            } else {
-                Vec::new()
-            });
-        }
+        // One store call for all the changed conversations' messages, not one each.
+        let with_messages: Vec<(ConversationId, Option<Seq>)> = changed
+            .iter()
+            .filter(|c| c.message_pos > cursor)
+            .map(|c| (c.id, c.left_seq))
+            .collect();
+        let mut read = self
+            .store
+            .messages_in_pos_ranges(with_messages, cursor, head, limit + 1)
+            .await?
+            .into_iter();
+        let messages: Vec<Vec<natter_proto::Message>> = changed
+            .iter()
+            .map(|c| {
+                if c.message_pos > cursor {
+                    read.next().unwrap_or_default()
+                } else {
+                    Vec::new()
+                }
+            })
+            .collect();
         let plan = plan_sync_page(
             cursor,
             head,
@@ -525,10 +557,10 @@ impl Core {
             limit as usize,
             self.config.sync_page_bytes_max,
         );
-        let mut conversations = Vec::with_capacity(plan.conversation_ids.len());
-        for id in plan.conversation_ids {
-            conversations.push(self.store.conversation(id, session.user.id).await?);
-        }
+        let conversations = self
+            .store
+            .conversations_seen_by(plan.conversation_ids, session.user.id)
+            .await?;
         Ok(SyncPage {
             cursor: plan.cursor,
             more: plan.more,

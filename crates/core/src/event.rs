@@ -29,6 +29,10 @@ pub enum Event {
     Presence {
         presence: Presence,
         conversation_ids: Vec<ConversationId>,
+        /// The node whose sessions of the user this is about: a user may be connected to several
+        /// nodes, and is offline only once every one of them says so.
+        #[serde(default)]
+        node: String,
     },
 }
 

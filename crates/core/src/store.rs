@@ -73,7 +73,9 @@ pub struct CommitBatch {
     pub duration: Duration,
 }
 
-/// Called after each commit, in commit order, on the store's writer; must not block.
+/// Called after each commit, in commit order, on the store's writer, after the commit group's
+/// jobs were answered (a sender's ack resolves before its message event is fanned out); must not
+/// block.
 pub type CommitListener = Arc<dyn Fn(CommitBatch) + Send + Sync>;
 
 /// Users and their devices.
@@ -170,6 +172,19 @@ pub trait ConversationStore: Send + Sync {
     async fn membership(&self, id: ConversationId, user: UserId) -> Result<Option<Membership>>;
     /// A conversation as `viewer` sees it, with last message and unread count.
     async fn conversation(&self, id: ConversationId, viewer: UserId) -> Result<Conversation>;
+    /// `conversation` for several at once, in the order asked (a sync page needs one per changed
+    /// conversation: engines answer them in one go, not one round trip each).
+    async fn conversations_seen_by(
+        &self,
+        ids: Vec<ConversationId>,
+        viewer: UserId,
+    ) -> Result<Vec<Conversation>> {
+        let mut conversations = Vec::with_capacity(ids.len());
+        for id in ids {
+            conversations.push(self.conversation(id, viewer).await?);
+        }
+        Ok(conversations)
+    }
     /// The conversations a user is an active member of, newest activity first.
     async fn list_conversations(&self, viewer: UserId) -> Result<Vec<Conversation>>;
     /// Ids of the conversations a user is an active member of.
@@ -220,6 +235,24 @@ pub trait MessageStore: Send + Sync {
         max_seq: Option<Seq>,
         limit: u32,
     ) -> Result<Vec<Message>>;
+    /// `messages_in_pos_range` for several conversations (each with its `max_seq`) at once, in
+    /// the order asked: what a sync page reads, in one go.
+    async fn messages_in_pos_ranges(
+        &self,
+        conversations: Vec<(ConversationId, Option<Seq>)>,
+        after: Pos,
+        up_to: Pos,
+        limit: u32,
+    ) -> Result<Vec<Vec<Message>>> {
+        let mut messages = Vec::with_capacity(conversations.len());
+        for (id, max_seq) in conversations {
+            messages.push(
+                self.messages_in_pos_range(id, after, up_to, max_seq, limit)
+                    .await?,
+            );
+        }
+        Ok(messages)
+    }
 }
 
 /// A whole storage engine: SQLite embedded, PostgreSQL in a cluster.

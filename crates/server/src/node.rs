@@ -93,6 +93,7 @@ pub fn assemble_with(
         Some(metrics.clone()),
     );
     let hub = Arc::new(Hub::new(
+        config.node_id.clone().unwrap_or_else(random_node_id),
         broker.clone(),
         metrics.clone(),
         config.limits.typing_ttl_ms,
@@ -151,10 +152,19 @@ pub async fn serve(config: Config) -> Result<(), String> {
     let address = listener
         .local_addr()
         .map_err(|e| format!("listener address: {e}"))?;
+    // One name for this run of the node, in the broker's envelopes, its heartbeats and its
+    // presence events. The run's own suffix matters: a node restarted under the same name must
+    // not be taken for the one that died, whose users' presence the others must drop.
+    let mut config = config;
+    let node_id = format!(
+        "{}.{:08x}",
+        config.node_id.as_deref().unwrap_or("node"),
+        rand::random::<u32>()
+    );
+    config.node_id = Some(node_id.clone());
     let (broker, single_node): (Arc<dyn Broker>, bool) = match &config.broker {
         None => (Arc::new(InProcessBroker::new()), true),
         Some(url) => {
-            let node_id = config.node_id.clone().unwrap_or_else(random_node_id);
             let broker = NatsBroker::connect(url, &node_id).await?;
             tracing::info!(node_id, url, "cluster broker connected");
             (Arc::new(broker), false)
@@ -168,6 +178,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
         loop {
             tick.tick().await;
             janitor.limiters.forget_idle();
+            janitor.core.forget_old_touches();
         }
     });
 
@@ -199,7 +210,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
 }
 
 fn random_node_id() -> String {
-    format!("node-{:08x}", rand::random::<u32>())
+    format!("node.{:08x}", rand::random::<u32>())
 }
 
 /// Stop taking connections, ask every client to reconnect elsewhere, and wait (bounded) for the

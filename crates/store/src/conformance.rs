@@ -51,6 +51,7 @@ where
     changes_since_a_cursor_are_found(&*fresh().await).await;
     commits_reach_the_listener_in_order(&*fresh().await).await;
     concurrent_sends_get_distinct_consecutive_seqs(fresh().await).await;
+    appends_in_one_group_are_answered_each_on_its_own(fresh().await).await;
 }
 
 pub async fn usernames_are_unique(store: &dyn Store) {
@@ -324,6 +325,22 @@ pub async fn changes_since_a_cursor_are_found(store: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(messages.len(), 1);
+    // The batched reads a sync page uses answer as the single ones do, in the order asked.
+    let batched = store
+        .messages_in_pos_ranges(vec![(ac, None), (ab, None), (ab, Some(0))], 0, head, 10)
+        .await
+        .unwrap();
+    let texts: Vec<Vec<Option<&str>>> = batched
+        .iter()
+        .map(|list| list.iter().map(|m| m.content.text()).collect())
+        .collect();
+    assert_eq!(texts, vec![vec![Some("2")], vec![Some("1")], vec![]]);
+    let seen = store
+        .conversations_seen_by(vec![ac, ab], alice)
+        .await
+        .unwrap();
+    assert_eq!(seen.iter().map(|c| c.id).collect::<Vec<_>>(), vec![ac, ab]);
+    assert_eq!(seen[1], store.conversation(ab, alice).await.unwrap());
     assert!(
         store
             .changed_since(alice, head, head)
@@ -354,6 +371,13 @@ pub async fn commits_reach_the_listener_in_order(store: &dyn Store) {
             .append(new_message(id, alice, &format!("m{i}")))
             .await
             .unwrap();
+    }
+    // The listener runs right after the writer answered: give the last commit a moment.
+    for _ in 0..200 {
+        if seen.lock().unwrap().len() >= 11 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 11, "creation and ten messages");
@@ -423,6 +447,63 @@ mod sqlite {
         assert!(ack.pos > pos);
         let _ = std::fs::remove_file(&path);
     }
+
+    /// Appends run without a savepoint each: when the database fails under one halfway (here a
+    /// trigger refuses its insert after its seq was taken), the whole commit group is rolled back
+    /// and every caller in it gets the error. What was acknowledged is stored, with seqs 1..n and
+    /// no gap; nothing else is.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_database_failure_under_an_append_loses_its_group_not_the_order() {
+        let path = std::env::temp_dir().join(format!("natter-broken-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let store = Arc::new(SqliteStore::open(SqliteConfig::new(&path)).unwrap());
+        let (alice, bob) = (user(&*store, "alice").await, user(&*store, "bob").await);
+        let (id, _) = store.create_direct(alice, bob, 1).await.unwrap();
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TRIGGER boom BEFORE INSERT ON messages WHEN NEW.content LIKE '%boom%'
+                 BEGIN SELECT RAISE(ABORT, 'boom'); END;",
+            )
+            .unwrap();
+        let handles: Vec<_> = (0..200)
+            .map(|k| {
+                let store = store.clone();
+                let id_text = if k % 25 == 7 {
+                    format!("boom-{k}")
+                } else {
+                    format!("m-{k}")
+                };
+                tokio::spawn(async move { store.append(new_message(id, alice, &id_text)).await })
+            })
+            .collect();
+        let mut acked = Vec::new();
+        for (k, handle) in handles.into_iter().enumerate() {
+            match handle.await.unwrap() {
+                Ok(ack) => {
+                    assert!(k % 25 != 7, "a refused insert was acknowledged");
+                    acked.push((ack.seq, ack.client_msg_id));
+                }
+                Err(e) => assert_eq!(e.code, ErrorCode::Internal),
+            }
+        }
+        acked.sort();
+        let seqs: Vec<u64> = acked.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(seqs, (1..=acked.len() as u64).collect::<Vec<_>>());
+        let history = store.history(id, None, None, None, 500).await.unwrap();
+        let stored: Vec<(u64, String)> = history
+            .messages
+            .iter()
+            .map(|m| (m.seq, m.client_msg_id.clone().unwrap_or_default()))
+            .collect();
+        assert_eq!(
+            stored, acked,
+            "exactly the acknowledged messages are stored"
+        );
+        let next = store.append(new_message(id, alice, "after")).await.unwrap();
+        assert_eq!(next.seq, acked.len() as u64 + 1);
+        let _ = std::fs::remove_file(&path);
+    }
 }
 
 #[cfg(all(test, feature = "postgres"))]
@@ -447,4 +528,69 @@ mod postgres {
         })
         .await;
     }
+}
+
+/// Appends share commit groups, and the engines run them without a savepoint each (SQLite) or
+/// pipelined in one round trip (PostgreSQL): a duplicate within the group, a sender who is not a
+/// member, a `reply_to` that does not exist and good messages, all in flight at once. Each gets
+/// its own answer, the good ones get seqs without a gap, and a refusal changes nothing.
+pub async fn appends_in_one_group_are_answered_each_on_its_own(store: Arc<dyn Store>) {
+    let (alice, bob) = (user(&*store, "alice").await, user(&*store, "bob").await);
+    let eve = user(&*store, "eve").await;
+    let (id, _) = store.create_direct(alice, bob, 1).await.unwrap();
+
+    let mut sends = Vec::new();
+    for k in 0..60 {
+        let message = match k % 6 {
+            1 => new_message(id, eve, &format!("eve-{k}")),
+            3 => NewMessage {
+                reply_to: Some(10_000),
+                ..new_message(id, alice, &format!("bad-reply-{k}"))
+            },
+            // The same sender and id as the message just before it: a duplicate in the same run.
+            5 => new_message(id, alice, &format!("m-{}", k - 1)),
+            2 => new_message(id, bob, &format!("m-{k}")),
+            _ => new_message(id, alice, &format!("m-{k}")),
+        };
+        sends.push(message);
+    }
+    // Queue all of them before any can commit: they share commit groups.
+    let handles: Vec<_> = sends
+        .into_iter()
+        .map(|message| {
+            let store = store.clone();
+            tokio::spawn(async move { store.append(message).await })
+        })
+        .collect();
+    let mut seqs = Vec::new();
+    let mut acks = std::collections::BTreeMap::new();
+    for (k, handle) in handles.into_iter().enumerate() {
+        let outcome = handle.await.unwrap();
+        match k % 6 {
+            1 => assert_eq!(outcome.unwrap_err().code, ErrorCode::NotMember, "send {k}"),
+            3 => assert_eq!(
+                outcome.unwrap_err().code,
+                ErrorCode::InvalidRequest,
+                "send {k}"
+            ),
+            _ => {
+                let ack = outcome.unwrap();
+                if !ack.duplicate {
+                    seqs.push(ack.seq);
+                }
+                acks.insert(k, ack);
+            }
+        }
+    }
+    // Of a message and its resend, exactly one was stored, and both got its seq.
+    for k in (5..60).step_by(6) {
+        let (first, again) = (&acks[&(k - 1)], &acks[&k]);
+        assert!(first.duplicate != again.duplicate, "send {k}");
+        assert_eq!((first.seq, first.pos), (again.seq, again.pos), "send {k}");
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "no gap");
+    let history = store.history(id, None, None, None, 200).await.unwrap();
+    assert_eq!(history.messages.len(), seqs.len());
+    assert!(history.messages.iter().all(|m| m.sender_id != eve));
 }

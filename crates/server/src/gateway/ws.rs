@@ -4,9 +4,13 @@
 //! A connection speaks one encoding, chosen by WebSocket subprotocol at the handshake: JSON text
 //! frames (`natter.v1.json`, or no subprotocol) or protobuf binary frames (`natter.v1.proto`).
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -14,7 +18,8 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures_util::SinkExt;
+use futures_util::stream::FuturesOrdered;
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use natter_core::{Error, Session};
 use natter_proto::{
     ClientFrame, Command, Empty, Encoding, ErrorBody, ErrorCode, Hello, PROTOCOL_VERSION,
@@ -33,6 +38,13 @@ use crate::sessions::{CloseReason, SessionQueue};
 const READ_BUFFER_BYTES: usize = 1024;
 /// Writes are flushed once this much is buffered (and after every batch).
 const WRITE_BUFFER_BYTES: usize = 8 * 1024;
+/// Consecutive `send` commands of one connection that may be committing at once. A client with
+/// several messages to send (an outbox after a reconnect, a busy bot) should not pay one commit
+/// round trip per message, and under load one commit group then takes them all.
+const SENDS_IN_FLIGHT_MAX: usize = 32;
+
+/// Commands under way, answered in the order they arrived.
+type InFlight = FuturesOrdered<Pin<Box<dyn Future<Output = (Frame, After)> + Send>>>;
 
 #[derive(Deserialize)]
 pub struct WsQuery {
@@ -156,7 +168,7 @@ enum After {
 /// One WebSocket connection's state. Kept small: it lives as long as the connection.
 struct Connection {
     app: Arc<AppState>,
-    session: Session,
+    session: Arc<Session>,
     socket: WebSocket,
     queue: Arc<SessionQueue>,
     encoding: Encoding,
@@ -174,7 +186,7 @@ impl Connection {
         );
         let mut connection = Connection {
             app,
-            session,
+            session: Arc::new(session),
             socket,
             queue,
             encoding,
@@ -250,18 +262,56 @@ impl Connection {
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_heard = Instant::now();
         let mut outgoing = Vec::new();
+        let mut in_flight = InFlight::new();
+        // A command other than `send` runs only once every command before it is answered, so
+        // that it sees their effects (a `history` after a `send` includes the message).
+        let mut waiting: Option<ClientFrame> = None;
         loop {
             tokio::select! {
                 biased;
+                // Replies before queued events: the store answers a commit group before it hands
+                // the events to the fan-out, so a send's ack has resolved by the time its own
+                // message event is queued here, and the ack is written first.
+                Some((reply, after)) = in_flight.next(), if !in_flight.is_empty() => {
+                    if let After::Close(reason) = after {
+                        return if self.write(vec![reply]).await { Some(reason) } else { None };
+                    }
+                    // One write for every answer that is ready and the events queued meanwhile
+                    // (the sender's own message): a syscall per frame is most of a send's cost.
+                    let mut frames = vec![reply];
+                    let mut close = None;
+                    while let Some(Some((reply, after))) = in_flight.next().now_or_never() {
+                        frames.push(reply);
+                        if let After::Close(reason) = after {
+                            close = Some(reason);
+                            break;
+                        }
+                    }
+                    if close.is_none() && let Some(reason) = self.queue.drain(&mut frames) {
+                        return self.wind_down(reason, frames, &mut in_flight).await;
+                    }
+                    if !self.write(frames).await {
+                        return None;
+                    }
+                    if close.is_some() {
+                        return close;
+                    }
+                    if in_flight.is_empty()
+                        && let Some(frame) = waiting.take()
+                        && let ControlFlow::Break(end) = self.run_now(frame).await
+                    {
+                        return end;
+                    }
+                }
                 _ = self.queue.ready() => {
                     if let Some(reason) = self.queue.drain(&mut outgoing) {
-                        return Some(reason);
+                        return self.wind_down(reason, std::mem::take(&mut outgoing), &mut in_flight).await;
                     }
                     if !self.write(std::mem::take(&mut outgoing)).await {
                         return None;
                     }
                 }
-                received = self.socket.recv() => {
+                received = self.socket.recv(), if waiting.is_none() && in_flight.len() < SENDS_IN_FLIGHT_MAX => {
                     last_heard = Instant::now();
                     let frame = match received {
                         Some(Ok(frame)) => frame,
@@ -286,12 +336,20 @@ impl Connection {
                         WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
                     };
                     self.app.metrics.frames_in.inc();
-                    let (reply, after) = Box::pin(self.handle(inbound)).await;
-                    if !self.write(vec![reply]).await {
-                        return None;
-                    }
-                    if let After::Close(reason) = after {
-                        return Some(reason);
+                    let frame = match self.decode(inbound) {
+                        Ok(frame) => frame,
+                        Err(error) => {
+                            // Answered in its turn, after the commands before it.
+                            in_flight.push_back(Box::pin(std::future::ready((error, After::Continue))));
+                            continue;
+                        }
+                    };
+                    if matches!(frame.command, Command::Send { .. }) {
+                        in_flight.push_back(self.pipelined(frame));
+                    } else if !in_flight.is_empty() {
+                        waiting = Some(frame);
+                    } else if let ControlFlow::Break(end) = self.run_now(frame).await {
+                        return end;
                     }
                 }
                 _ = heartbeat.tick() => {
@@ -307,9 +365,46 @@ impl Connection {
         }
     }
 
-    /// Decode and execute one command; always yields exactly one reply frame, in the
-    /// connection's encoding.
-    async fn handle(&mut self, inbound: Inbound<'_>) -> (Frame, After) {
+    /// Run one command now and write its reply; `Break` with how the connection ends.
+    async fn run_now(&mut self, frame: ClientFrame) -> ControlFlow<Option<CloseReason>> {
+        let (reply, after) = Box::pin(self.execute(frame)).await;
+        if !self.write(vec![reply]).await {
+            return ControlFlow::Break(None);
+        }
+        match after {
+            After::Close(reason) => ControlFlow::Break(Some(reason)),
+            After::Continue => ControlFlow::Continue(()),
+        }
+    }
+
+    /// The queue says the connection closes. A shutdown still writes `frames` and answers the
+    /// sends under way (their jobs are with the store and will commit), within the write timeout.
+    async fn wind_down(
+        &mut self,
+        reason: CloseReason,
+        frames: Vec<Frame>,
+        in_flight: &mut InFlight,
+    ) -> Option<CloseReason> {
+        if reason == CloseReason::Shutdown && self.write(frames).await {
+            self.answer_in_flight(in_flight).await;
+        }
+        Some(reason)
+    }
+
+    /// Write the replies of the commands in flight as they complete, for at most the write
+    /// timeout in all.
+    async fn answer_in_flight(&mut self, in_flight: &mut InFlight) {
+        let timeout = Duration::from_millis(self.app.config.limits.write_timeout_ms);
+        let deadline = tokio::time::Instant::now() + timeout;
+        while let Ok(Some((reply, _))) = tokio::time::timeout_at(deadline, in_flight.next()).await {
+            if !self.write(vec![reply]).await {
+                return;
+            }
+        }
+    }
+
+    /// Decode one frame, or the error frame that answers it.
+    fn decode(&self, inbound: Inbound<'_>) -> Result<ClientFrame, Frame> {
         let encoding = self.encoding;
         let mismatch = match (encoding, inbound) {
             (Encoding::Json, Inbound::Binary(_)) => {
@@ -326,7 +421,7 @@ impl Connection {
                 message: message.into(),
                 retry_after_ms: None,
             };
-            return (error_frame(encoding, None, &body), After::Continue);
+            return Err(error_frame(encoding, None, &body));
         }
         let limits = &self.app.config.limits;
         if inbound.len() > limits.frame_bytes_max {
@@ -334,32 +429,54 @@ impl Connection {
                 ErrorCode::FrameTooLarge,
                 format!("a frame is at most {} bytes", limits.frame_bytes_max),
             );
-            return (error_frame(encoding, None, &error.body()), After::Continue);
+            return Err(error_frame(encoding, None, &error.body()));
         }
         let decoded = match inbound {
             Inbound::Text(text) => ClientFrame::decode_json(text),
             Inbound::Binary(bytes) => ClientFrame::decode_proto(bytes),
         };
-        let frame = match decoded {
-            Ok(frame) => frame,
-            Err(e) => {
-                let body = ErrorBody {
-                    code: e.code,
-                    message: e.message,
-                    retry_after_ms: None,
-                };
-                return (error_frame(encoding, e.id, &body), After::Continue);
-            }
-        };
-        let id = frame.id;
-        match execute(&self.app, &self.session, frame.command).await {
-            Ok(Reply { encode, after }) => (encode(id, encoding), after),
-            Err(e) => {
-                if e.code == ErrorCode::Internal {
-                    tracing::error!(error = %e, "command failed");
+        decoded.map_err(|e| {
+            let body = ErrorBody {
+                code: e.code,
+                message: e.message,
+                retry_after_ms: None,
+            };
+            error_frame(encoding, e.id, &body)
+        })
+    }
+
+    /// Execute one command; always yields exactly one reply frame, in the connection's encoding.
+    fn execute(&self, frame: ClientFrame) -> impl Future<Output = (Frame, After)> + Send + 'static {
+        let app = self.app.clone();
+        let session = self.session.clone();
+        let encoding = self.encoding;
+        async move {
+            let id = frame.id;
+            match execute(&app, &session, frame.command).await {
+                Ok(Reply { encode, after }) => (encode(id, encoding), after),
+                Err(e) => {
+                    if e.code == ErrorCode::Internal {
+                        tracing::error!(error = %e, "command failed");
+                    }
+                    (error_frame(encoding, Some(id), &e.body()), After::Continue)
                 }
-                (error_frame(encoding, Some(id), &e.body()), After::Continue)
             }
+        }
+    }
+
+    /// Start a `send` while the connection goes on reading. It is polled once here, before the
+    /// next frame is read, so that its job joins the store's queue (a FIFO, also while waiting
+    /// for room): a connection's messages are stored in the order they arrived. The set polls it
+    /// again at once (a pushed future always is), which registers the real waker.
+    fn pipelined(
+        &self,
+        frame: ClientFrame,
+    ) -> Pin<Box<dyn Future<Output = (Frame, After)> + Send>> {
+        let mut future = Box::pin(self.execute(frame));
+        let mut context = Context::from_waker(futures_util::task::noop_waker_ref());
+        match future.as_mut().poll(&mut context) {
+            Poll::Ready(done) => Box::pin(std::future::ready(done)),
+            Poll::Pending => future,
         }
     }
 
@@ -422,8 +539,28 @@ impl Connection {
                 self.close_with(close_code::REVOKED, "logged out").await;
             }
         }
+        if reason.is_some() {
+            self.await_close_reply().await;
+        }
+    }
+
+    /// After our close frame, read (and drop) what the client still sends until its own close
+    /// frame, for at most `CLOSE_WAIT`: a socket closed with unread input is reset, and a reset
+    /// can destroy what the client had not read yet — the replies and the `reconnect` frame.
+    async fn await_close_reply(&mut self) {
+        let _ = tokio::time::timeout(CLOSE_WAIT, async {
+            while let Some(Ok(frame)) = self.socket.recv().await {
+                if matches!(frame, WsMessage::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
     }
 }
+
+/// How long a closing connection waits for the client's close frame.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 fn is_capacity_error(e: &axum::Error) -> bool {
     let text = e.to_string();

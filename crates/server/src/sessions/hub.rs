@@ -122,13 +122,32 @@ struct State {
     /// The connected members of each conversation that has any.
     conversations: HashMap<ConversationId, Vec<UserId>>,
     last_seen_ms: HashMap<UserId, u64>,
-    /// The newest presence heard for each user, from any node: what `presence` answers for
-    /// users who are not connected here.
-    heard: HashMap<UserId, Presence>,
+    /// What the other nodes said about their users' presence.
+    remote: HashMap<UserId, RemotePresence>,
     sessions_open: usize,
 }
 
+/// A user as other nodes see them.
+#[derive(Default)]
+struct RemotePresence {
+    /// The other nodes where the user is connected (usually none or one).
+    online_on: Vec<String>,
+    last_seen_at_ms: Option<u64>,
+    /// Their conversations, as the last node to announce them online said: where an offline
+    /// presence goes when that node is gone without saying so.
+    conversation_ids: Vec<ConversationId>,
+}
+
 impl State {
+    /// Connected here or on another node.
+    fn online_anywhere(&self, user: UserId) -> bool {
+        self.users.contains_key(&user)
+            || self
+                .remote
+                .get(&user)
+                .is_some_and(|r| !r.online_on.is_empty())
+    }
+
     fn subscribe(&mut self, user: UserId, id: ConversationId) -> bool {
         let members = self.conversations.entry(id).or_default();
         let first = members.is_empty();
@@ -166,6 +185,8 @@ impl State {
 /// The sessions of this node and the routing of events to them.
 pub struct Hub {
     state: RwLock<State>,
+    /// This node's name in the cluster, on the presence events it publishes.
+    node: String,
     broker: Arc<dyn Broker>,
     metrics: Arc<Metrics>,
     typing_ttl_ms: u64,
@@ -176,6 +197,7 @@ impl Hub {
     /// `stamp_cursors`: true when events arrive in commit order (a single node), see
     /// [`encode_event`].
     pub fn new(
+        node: String,
         broker: Arc<dyn Broker>,
         metrics: Arc<Metrics>,
         typing_ttl_ms: u64,
@@ -183,6 +205,7 @@ impl Hub {
     ) -> Hub {
         Hub {
             state: RwLock::new(State::default()),
+            node,
             broker,
             metrics,
             typing_ttl_ms,
@@ -298,6 +321,7 @@ impl Hub {
                 last_seen_at_ms: None,
             },
             conversation_ids,
+            node: self.node.clone(),
         }));
     }
 
@@ -343,6 +367,7 @@ impl Hub {
                     last_seen_at_ms: Some(now),
                 },
                 conversation_ids,
+                node: self.node.clone(),
             }));
         }
     }
@@ -431,6 +456,29 @@ impl EventSink for Hub {
         self.resync_all();
     }
 
+    /// The users a vanished node had online are offline there now: told as if it had said so.
+    fn node_gone(&self, node: &str) {
+        let now = now_ms();
+        let vanished: Vec<(UserId, Vec<ConversationId>)> = self
+            .read()
+            .remote
+            .iter()
+            .filter(|(_, r)| r.online_on.iter().any(|n| n == node))
+            .map(|(user, r)| (*user, r.conversation_ids.clone()))
+            .collect();
+        for (user_id, conversation_ids) in vanished {
+            self.deliver(Arc::new(Event::Presence {
+                presence: Presence {
+                    user_id,
+                    online: false,
+                    last_seen_at_ms: Some(now),
+                },
+                conversation_ids,
+                node: node.to_string(),
+            }));
+        }
+    }
+
     fn deliver(&self, event: Arc<Event>) {
         let mut queues = Vec::new();
         match &*event {
@@ -475,15 +523,30 @@ impl EventSink for Hub {
             Event::Presence {
                 presence,
                 conversation_ids,
+                node,
             } => {
-                self.write()
-                    .heard
-                    .insert(presence.user_id, presence.clone());
-                let state = self.read();
+                let user = presence.user_id;
+                let mut state = self.write();
+                if *node != self.node {
+                    let remote = state.remote.entry(user).or_default();
+                    remote.online_on.retain(|n| n != node);
+                    if presence.online {
+                        remote.online_on.push(node.clone());
+                        remote.conversation_ids = conversation_ids.clone();
+                    } else {
+                        remote.last_seen_at_ms =
+                            remote.last_seen_at_ms.max(presence.last_seen_at_ms);
+                    }
+                }
+                // Leaving one node while still connected to another changes nothing for others.
+                if !presence.online && state.online_anywhere(user) {
+                    return;
+                }
+                let state = std::sync::RwLockWriteGuard::downgrade(state);
                 let mut users: Vec<UserId> = Vec::new();
                 for id in conversation_ids {
                     if let Some(members) = state.conversations.get(id) {
-                        users.extend(members.iter().copied().filter(|u| *u != presence.user_id));
+                        users.extend(members.iter().copied().filter(|u| *u != user));
                     }
                 }
                 users.sort_unstable();
@@ -514,11 +577,16 @@ impl PresenceSource for Hub {
                         last_seen_at_ms: None,
                     };
                 }
-                state.heard.get(user).cloned().unwrap_or(Presence {
+                let remote = state.remote.get(user);
+                Presence {
                     user_id: *user,
-                    online: false,
-                    last_seen_at_ms: state.last_seen_ms.get(user).copied(),
-                })
+                    online: remote.is_some_and(|r| !r.online_on.is_empty()),
+                    last_seen_at_ms: state
+                        .last_seen_ms
+                        .get(user)
+                        .copied()
+                        .max(remote.and_then(|r| r.last_seen_at_ms)),
+                }
             })
             .collect()
     }
@@ -533,6 +601,7 @@ mod tests {
     fn hub() -> Arc<Hub> {
         let broker = Arc::new(InProcessBroker::new());
         let hub = Arc::new(Hub::new(
+            "here".into(),
             broker.clone(),
             Arc::new(Metrics::new()),
             5000,
@@ -655,6 +724,69 @@ mod tests {
             [ServerFrame::Message { cursor: 1, .. }]
         ));
         assert!(drained(&bob).is_empty());
+    }
+
+    fn presence_from(node: &str, user_id: UserId, online: bool) -> Arc<Event> {
+        Arc::new(Event::Presence {
+            presence: Presence {
+                user_id,
+                online,
+                last_seen_at_ms: (!online).then_some(1_000),
+            },
+            conversation_ids: vec![7],
+            node: node.into(),
+        })
+    }
+
+    /// What the queue got: (user, online) of each presence frame.
+    fn presences(queue: &SessionQueue) -> Vec<(UserId, bool)> {
+        drained(queue)
+            .into_iter()
+            .filter_map(|frame| match frame {
+                ServerFrame::Presence(p) => Some((p.user_id, p.online)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_user_on_several_nodes_is_offline_only_when_every_node_says_so() {
+        let hub = hub();
+        let alice = connect(&hub, 1, vec![7]);
+        // Bob connects on nodes a and b.
+        hub.deliver(presence_from("a", 2, true));
+        hub.deliver(presence_from("b", 2, true));
+        assert_eq!(presences(&alice), vec![(2, true), (2, true)]);
+        // He leaves a: still online on b, nothing to say.
+        hub.deliver(presence_from("a", 2, false));
+        assert_eq!(presences(&alice), vec![]);
+        assert!(hub.presence(&[2])[0].online);
+        // b vanishes without a word: he is offline now.
+        hub.node_gone("b");
+        assert_eq!(presences(&alice), vec![(2, false)]);
+        let bob = &hub.presence(&[2])[0];
+        assert!(!bob.online && bob.last_seen_at_ms.is_some());
+        // A node that is gone again changes nothing more.
+        hub.node_gone("b");
+        assert_eq!(presences(&alice), vec![]);
+
+        // Carol is on another node and here: leaving there says nothing, leaving here too says
+        // offline at last.
+        let carol = connect(&hub, 3, vec![7]);
+        hub.deliver(presence_from("a", 3, true));
+        assert_eq!(presences(&alice), vec![(3, true), (3, true)]);
+        hub.deliver(presence_from("a", 3, false));
+        assert_eq!(presences(&alice), vec![]);
+        hub.detach(&carol);
+        assert_eq!(presences(&alice), vec![(3, false)]);
+        assert!(!hub.presence(&[3])[0].online);
+        // And leaving here while still on a says nothing either.
+        let carol = connect(&hub, 3, vec![7]);
+        hub.deliver(presence_from("a", 3, true));
+        drained(&alice);
+        hub.detach(&carol);
+        assert_eq!(presences(&alice), vec![]);
+        assert!(hub.presence(&[3])[0].online);
     }
 
     #[test]

@@ -366,3 +366,117 @@ async fn a_revoked_device_is_disconnected_and_its_token_refused() {
         .unwrap_err();
     assert!(refused.to_string().contains("unauthorized"), "{refused}");
 }
+
+#[tokio::test]
+async fn pipelined_sends_are_stored_in_order_and_answered_in_order() {
+    let server = Server::start("pipelined", &[]);
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let mut a = Raw::connect(&server, &alice.token).await;
+    let mut b = Raw::connect(&server, &bob.token).await;
+    let direct = conversation(
+        a.call(json!({"type": "create_direct", "user_id": bob.user.id}))
+            .await
+            .unwrap(),
+    );
+
+    // 100 sends (one a duplicate, one invalid, one malformed frame) without waiting for replies,
+    // then a history that must see every message sent before it.
+    let mut ids = Vec::new();
+    for k in 0..100 {
+        let id = match k {
+            40 => a.command(json!({"type": "send", "conversation_id": direct.id, "client_msg_id": "p-10", "content": text("again")})).await,
+            60 => a.command(json!({"type": "send", "conversation_id": direct.id, "client_msg_id": "p-60", "content": text("   ")})).await,
+            _ => a.command(json!({"type": "send", "conversation_id": direct.id, "client_msg_id": format!("p-{k}"), "content": text(&format!("m{k}"))})).await,
+        };
+        ids.push(id);
+        if k == 80 {
+            a.send_text("not json".into()).await;
+        }
+    }
+    let history = a
+        .command(json!({"type": "history", "conversation_id": direct.id, "limit": 200}))
+        .await;
+
+    // Replies come in the order of the commands, the error without an id in its place.
+    let mut expected = ids.clone();
+    expected.insert(81, 0);
+    expected.push(history);
+    let mut replies = Vec::new();
+    // Where in Alice's stream each reply and each of her own message events came.
+    let mut frame_index = 0usize;
+    let mut reply_at = std::collections::HashMap::new();
+    let mut echo_at = std::collections::HashMap::new();
+    while replies.len() < expected.len() || echo_at.len() < 98 {
+        frame_index += 1;
+        match a.next_frame().await {
+            ServerFrame::Result { id, data } => {
+                reply_at.insert(id, frame_index);
+                replies.push((id, Some(data)));
+            }
+            ServerFrame::Error { id, .. } => replies.push((id.unwrap_or(0), None)),
+            ServerFrame::Message { message, .. } => {
+                echo_at.insert(message.client_msg_id.unwrap_or_default(), frame_index);
+            }
+            _ => {}
+        }
+    }
+    // On the sending connection, a send's ack comes before its own message event.
+    for (k, id) in ids.iter().enumerate() {
+        if let Some(echo) = echo_at.get(&format!("p-{k}")) {
+            assert!(
+                reply_at[id] < *echo,
+                "the ack of p-{k} came after its message event"
+            );
+        }
+    }
+    let order: Vec<u64> = replies.iter().map(|(id, _)| *id).collect();
+    assert_eq!(order, expected);
+
+    // The 98 stored messages got seq 1..=98 in the order they were sent.
+    let mut seq = 0;
+    for (k, (_, data)) in replies.iter().take(101).enumerate() {
+        let sent = if k > 81 { k - 1 } else { k };
+        match (k, data) {
+            (81, None) | (60, None) => continue,
+            (40, Some(data)) => assert!(ack(data.clone()).duplicate, "the duplicate is answered"),
+            (_, Some(data)) => {
+                seq += 1;
+                let ack = ack(data.clone());
+                assert_eq!((ack.seq, ack.client_msg_id), (seq, format!("p-{sent}")));
+            }
+            (_, None) => panic!("reply {k} is an error"),
+        }
+    }
+    assert_eq!(seq, 98);
+    let page = replies.last().and_then(|(_, data)| data.clone()).unwrap();
+    assert_eq!(page["messages"].as_array().map(Vec::len), Some(98));
+
+    // Bob got all 98, in order.
+    for want in 1..=98 {
+        let ServerFrame::Message { message, .. } = b
+            .expect_event(|f| matches!(f, ServerFrame::Message { .. }))
+            .await
+        else {
+            unreachable!()
+        };
+        assert_eq!(message.seq, want);
+    }
+}
+
+#[tokio::test]
+async fn a_device_that_reconnects_within_a_minute_is_not_written_again() {
+    let server = Server::start("touch", &[]);
+    let alice = server.register("alice").await;
+    let last_seen = |devices: serde_json::Value| devices["devices"][0]["last_seen_at_ms"].as_u64();
+    let mut a = Raw::connect(&server, &alice.token).await;
+    // The first connection records the device's use, just after the hello: let it land.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let first = last_seen(a.call(json!({"type": "devices"})).await.unwrap());
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut again = Raw::connect(&server, &alice.token).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = last_seen(again.call(json!({"type": "devices"})).await.unwrap());
+    assert_eq!(second, first, "reconnecting within a minute writes nothing");
+}

@@ -228,6 +228,40 @@ async fn members_on_different_nodes_chat_and_see_presence_and_typing() {
         .map(|m| m["seq"].as_u64().unwrap())
         .collect();
     assert_eq!(seqs, vec![1, 2, 3]);
+
+    // Bob also connects on node 2. Leaving node 1 says nothing to Alice: he is still online.
+    let bob_phone = nodes[2].login("bob").await;
+    let mut b2 = Raw::connect(&nodes[2], &bob_phone.token).await;
+    b2.call(json!({"type": "ping"})).await.unwrap();
+    // Node 2's announcement reaches Alice's node on its own path: wait for it, since nothing
+    // orders it with what node 1 will say next.
+    a.expect_event(
+        |f| matches!(f, ServerFrame::Presence(p) if p.user_id == bob.user.id && p.online),
+    )
+    .await;
+    drop(b);
+    let bob_offline = |f: &ServerFrame| matches!(f, ServerFrame::Presence(p) if p.user_id == bob.user.id && !p.online);
+    assert!(
+        !a.sees_within(Duration::from_millis(800), bob_offline).await,
+        "Bob is still connected on node 2"
+    );
+    let presence = a
+        .call(json!({"type": "presence", "user_ids": [bob.user.id]}))
+        .await
+        .unwrap();
+    assert_eq!(presence["presence"][0]["online"], json!(true), "{presence}");
+    // Leaving node 2 too: now he is offline.
+    drop(b2);
+    a.expect_event(bob_offline).await;
+    let presence = a
+        .call(json!({"type": "presence", "user_ids": [bob.user.id]}))
+        .await
+        .unwrap();
+    assert_eq!(
+        presence["presence"][0]["online"],
+        json!(false),
+        "{presence}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

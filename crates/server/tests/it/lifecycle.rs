@@ -21,14 +21,25 @@ async fn health_metrics_and_openapi_are_served() {
     a.call(json!({"type": "send", "conversation_id": direct["id"], "client_msg_id": "m", "content": text("hi")}))
         .await
         .unwrap();
-    let metrics = server.metrics().await;
-    for line in [
+    // The ack goes out before the commit listener counts the commit (the
+    // client should not wait on bookkeeping), so the counters catch up a
+    // moment later: poll for them, within a bound.
+    let expected = [
         "natter_connections_open 1",
         "natter_messages_committed_total 1",
         "natter_send_ack_seconds_count 1",
         "natter_store_commit_seconds_count",
         "natter_slow_reader_disconnects_total 0",
-    ] {
+    ];
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = server.metrics().await;
+        if expected.iter().all(|line| metrics.contains(line)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for line in expected {
         assert!(metrics.contains(line), "{line} not in\n{metrics}");
     }
     let (status, openapi) = http_get(server.port, "/v1/openapi.json").await;
@@ -76,6 +87,70 @@ async fn sigterm_asks_clients_to_reconnect_and_exits_cleanly() {
         terminate.await.unwrap().1
     };
     assert!(status.success(), "exit status {status:?}");
+}
+
+#[tokio::test]
+async fn sends_under_way_at_sigterm_are_answered_before_the_close() {
+    let mut server = Server::start("sigterm-pipelined", &[]);
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let mut a = Raw::connect(&server, &alice.token).await;
+    let direct = a
+        .call(json!({"type": "create_direct", "user_id": bob.user.id}))
+        .await
+        .unwrap();
+    let id = direct["id"].as_u64().unwrap();
+    // Many sends in flight, then SIGTERM while they commit.
+    for k in 0..300 {
+        a.command(json!({"type": "send", "conversation_id": id, "client_msg_id": format!("s-{k}"), "content": text("x")}))
+            .await;
+    }
+    let terminate = tokio::task::spawn_blocking(move || {
+        let status = server.terminate();
+        (server, status)
+    });
+    let mut acked = std::collections::BTreeSet::new();
+    loop {
+        match a.next_frame().await {
+            ServerFrame::Result { data, .. } => {
+                acked.insert(data["seq"].as_u64().unwrap());
+            }
+            ServerFrame::Reconnect { .. } => break,
+            _ => {}
+        }
+    }
+    let (mut server, status) = terminate.await.unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    // Whatever was stored was answered first: the client has nothing it must resend blindly.
+    server.restart();
+    let mut b = Raw::connect(&server, &bob.token).await;
+    let history = b
+        .call(json!({"type": "history", "conversation_id": id, "limit": 200, "after": 0}))
+        .await
+        .unwrap();
+    let mut stored: std::collections::BTreeSet<u64> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    if history["more"] == json!(true) {
+        let rest = b
+            .call(json!({"type": "history", "conversation_id": id, "limit": 200, "after": 200}))
+            .await
+            .unwrap();
+        stored.extend(
+            rest["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["seq"].as_u64().unwrap()),
+        );
+    }
+    assert_eq!(
+        stored, acked,
+        "every stored message was acknowledged before the close"
+    );
 }
 
 #[tokio::test]

@@ -219,6 +219,22 @@ impl ConversationStore for PostgresStore {
         reads::conversation(&self.conn().await?, id, Some(viewer)).await
     }
 
+    async fn conversations_seen_by(
+        &self,
+        ids: Vec<ConversationId>,
+        viewer: UserId,
+    ) -> Result<Vec<Conversation>> {
+        // One connection, the queries pipelined: one round trip's wait for them all.
+        let conn = self.conn().await?;
+        futures_util::future::join_all(
+            ids.into_iter()
+                .map(|id| reads::conversation(&conn, id, Some(viewer))),
+        )
+        .await
+        .into_iter()
+        .collect()
+    }
+
     async fn list_conversations(&self, viewer: UserId) -> Result<Vec<Conversation>> {
         reads::list_conversations(&self.conn().await?, viewer).await
     }
@@ -290,6 +306,22 @@ impl MessageStore for PostgresStore {
         limit: u32,
     ) -> Result<Vec<Message>> {
         reads::messages_in_pos_range(&self.conn().await?, id, after, up_to, max_seq, limit).await
+    }
+
+    async fn messages_in_pos_ranges(
+        &self,
+        conversations: Vec<(ConversationId, Option<Seq>)>,
+        after: Pos,
+        up_to: Pos,
+        limit: u32,
+    ) -> Result<Vec<Vec<Message>>> {
+        let conn = self.conn().await?;
+        futures_util::future::join_all(conversations.into_iter().map(|(id, max_seq)| {
+            reads::messages_in_pos_range(&conn, id, after, up_to, max_seq, limit)
+        }))
+        .await
+        .into_iter()
+        .collect()
     }
 }
 

@@ -286,7 +286,16 @@ async fn run_op(ctx: &mut WriteCtx<'_>, op: Op) -> (bool, Finish) {
             writes::set_title(ctx, actor, id, &title, now_ms).await,
             reply,
         ),
-        Op::Append { message, reply } => settle(writes::append(ctx, message).await, reply),
+        // Appends normally run in pipelined runs (see `commit_group`); one alone is a run of one.
+        Op::Append { message, reply } => {
+            let outcome = match writes::append_run(ctx, vec![message]).await {
+                Ok(mut outcomes) => outcomes
+                    .pop()
+                    .unwrap_or_else(|| Err(Error::internal("no answer from the database"))),
+                Err(e) => Err(e),
+            };
+            settle(outcome, reply)
+        }
         Op::Mark {
             user,
             id,
@@ -331,15 +340,17 @@ pub(crate) async fn run(
         match outcome {
             Ok((events, messages)) => {
                 kept = Some(conn);
+                // Answers first: a sender's ack resolves before its own message event is queued
+                // on its connection (see `natter_server::gateway::ws`).
+                for finish in finishes {
+                    finish(None);
+                }
                 if let Some(listener) = listener.get() {
                     listener(CommitBatch {
                         events,
                         messages,
                         duration: started.elapsed(),
                     });
-                }
-                for finish in finishes {
-                    finish(None);
                 }
             }
             Err(error) => {
@@ -400,11 +411,47 @@ async fn commit_group(conn: &mut Object, batch: &mut Vec<Op>) -> (Vec<Finish>, G
         events: Vec::new(),
         messages: 0,
     };
-    if let Err(e) = tx.batch_execute("SAVEPOINT job").await {
-        return (finishes, Err(fail_all(batch, db_error(e))));
-    }
+    // Appends run in pipelined runs without savepoints (`writes::append_run`); every other job
+    // runs in a savepoint of its own, so that one failure does not undo the others. A savepoint
+    // is opened together with the previous job's release where one follows another.
+    let mut savepoint_open = false;
     let mut ops = batch.drain(..).peekable();
     while let Some(op) = ops.next() {
+        if let Op::Append { message, reply } = op {
+            let mut run = vec![message];
+            let mut replies = vec![reply];
+            while let Some(Op::Append { .. }) = ops.peek() {
+                if let Some(Op::Append { message, reply }) = ops.next() {
+                    run.push(message);
+                    replies.push(reply);
+                }
+            }
+            match writes::append_run(&mut ctx, run).await {
+                Ok(outcomes) => {
+                    for (outcome, reply) in outcomes.into_iter().zip(replies) {
+                        finishes.push(settle(outcome, reply).1);
+                    }
+                }
+                Err(error) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(error.clone()));
+                    }
+                    for op in ops {
+                        op.fail(&error);
+                    }
+                    return (finishes, Err(error));
+                }
+            }
+            continue;
+        }
+        if !savepoint_open && let Err(e) = tx.batch_execute("SAVEPOINT job").await {
+            let error = db_error(e);
+            op.fail(&error);
+            for op in ops {
+                op.fail(&error);
+            }
+            return (finishes, Err(error));
+        }
         let saved = (ctx.next_pos, ctx.events.len(), ctx.messages);
         let (ok, finish) = run_op(&mut ctx, op).await;
         finishes.push(finish);
@@ -417,7 +464,8 @@ async fn commit_group(conn: &mut Object, batch: &mut Vec<Op>) -> (Vec<Finish>, G
             "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job"
         };
         // One round trip closes this job's savepoint and opens the next one's.
-        let sql = if ops.peek().is_some() {
+        savepoint_open = matches!(ops.peek(), Some(op) if !matches!(op, Op::Append { .. }));
+        let sql = if savepoint_open {
             format!("{close}; SAVEPOINT job")
         } else {
             close.to_string()

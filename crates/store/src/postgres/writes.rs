@@ -176,71 +176,161 @@ async fn insert_message(ctx: &mut WriteCtx<'_>, message: &Message) -> Result<()>
     Ok(())
 }
 
-/// Append a user's message (D1–D3).
-pub async fn append(ctx: &mut WriteCtx<'_>, new: NewMessage) -> Result<Ack> {
-    let first = query_opt(
-        ctx.tx,
-        "SELECT conversation_id, seq, pos, sent_at_ms FROM messages
-         WHERE sender_id = $1 AND client_msg_id = $2",
-        &[&int(new.sender_id), &new.client_msg_id],
-    )
-    .await?;
-    if let Some(row) = first {
-        return Ok(Ack {
-            conversation_id: get_u64(&row, 0)?,
-            client_msg_id: new.client_msg_id,
-            seq: get_u64(&row, 1)?,
-            pos: get_u64(&row, 2)?,
-            sent_at_ms: get_u64(&row, 3)?,
-            duplicate: true,
-        });
+/// Append a user's message in one statement that never fails for an expected reason, so that it
+/// needs no savepoint and a run of them can be pipelined: the dedupe lookup (D3), the membership
+/// and `reply_to` checks, the conversation's next `seq` (D2), the insert and the sender's own read
+/// marker. What happened comes back as one row: the first copy (a duplicate), the new `seq`, and
+/// whether the sender is an active member (to tell `not_member` from a bad `reply_to`).
+const APPEND_SQL: &str = "
+WITH dup AS (
+    SELECT conversation_id, seq, pos, sent_at_ms FROM messages
+    WHERE sender_id = $1 AND client_msg_id = $2
+), allowed AS (
+    SELECT 1 FROM members
+    WHERE conversation_id = $3 AND user_id = $1 AND left_seq IS NULL
+      AND NOT EXISTS (SELECT 1 FROM dup)
+      AND ($5::BIGINT IS NULL
+           OR EXISTS (SELECT 1 FROM messages WHERE conversation_id = $3 AND seq = $5))
+), conv AS (
+    UPDATE conversations SET last_seq = last_seq + 1, message_pos = $7,
+        last_pos = GREATEST(last_pos, $7), last_activity_at_ms = $6
+    WHERE id = $3 AND EXISTS (SELECT 1 FROM allowed)
+    RETURNING last_seq
+), ins AS (
+    INSERT INTO messages (pos, conversation_id, seq, sender_id, client_msg_id, content, reply_to, sent_at_ms)
+    SELECT $7, $3, last_seq, $1, $2, $4, $5, $6 FROM conv
+    RETURNING seq
+), own_marker AS (
+    UPDATE members SET delivered_seq = ins.seq, read_seq = ins.seq FROM ins
+    WHERE members.conversation_id = $3 AND members.user_id = $1
+)
+SELECT dup.conversation_id, dup.seq, dup.pos, dup.sent_at_ms,
+       (SELECT seq FROM ins) AS new_seq,
+       EXISTS (SELECT 1 FROM members
+               WHERE conversation_id = $3 AND user_id = $1 AND left_seq IS NULL) AS member
+FROM (SELECT 1) AS one LEFT JOIN dup ON TRUE";
+
+/// Append consecutive messages of one commit group with one round trip: the statements are
+/// pipelined on the writer's connection and run in order, so that each sees the ones before it
+/// (a duplicate within the run, the next `seq`). A message refused for an expected reason only
+/// leaves an unused position behind (positions may have gaps; `seq`s never do). The outer error
+/// is a database failure: the transaction is lost, and with it the whole group.
+pub async fn append_run(ctx: &mut WriteCtx<'_>, run: Vec<NewMessage>) -> Result<Vec<Result<Ack>>> {
+    let statement = ctx.tx.prepare_cached(APPEND_SQL).await.map_err(db_error)?;
+    struct Prepared {
+        message: NewMessage,
+        pos: u64,
+        content: String,
+        sent_at_ms: i64,
     }
-    reads::active_membership(ctx.tx, new.conversation_id, new.sender_id).await?;
-    if let Some(reply_to) = new.reply_to {
-        let exists = reads::message_by_seq(ctx.tx, new.conversation_id, reply_to)
-            .await?
-            .is_some();
-        if !exists {
-            return Err(Error::invalid(format!(
-                "reply_to {reply_to} is not a message of this conversation"
-            )));
+    let mut prepared = Vec::with_capacity(run.len());
+    let mut outcomes: Vec<Option<Result<Ack>>> = Vec::with_capacity(run.len());
+    for message in run {
+        let content = serde_json::to_string(&message.content)
+            .map_err(|e| Error::internal(format!("encoding content: {e}")));
+        let checked =
+            content.and_then(|content| Ok((content, stored(message.sent_at_ms, "sent_at_ms")?)));
+        match checked {
+            Ok((content, sent_at_ms)) => {
+                let pos = ctx.take_pos();
+                outcomes.push(None);
+                prepared.push(Prepared {
+                    message,
+                    pos,
+                    content,
+                    sent_at_ms,
+                });
+            }
+            Err(e) => outcomes.push(Some(Err(e))),
         }
     }
-    let pos = ctx.take_pos();
-    let seq = next_seq(ctx, new.conversation_id, pos, new.sent_at_ms).await?;
-    let message = Message {
-        conversation_id: new.conversation_id,
-        seq,
-        pos,
-        sender_id: new.sender_id,
-        client_msg_id: Some(new.client_msg_id),
-        content: new.content,
-        reply_to: new.reply_to,
-        sent_at_ms: new.sent_at_ms,
-    };
-    insert_message(ctx, &message).await?;
-    // What you sent you have read.
-    execute(
-        ctx.tx,
-        "UPDATE members SET delivered_seq = $3, read_seq = $3
-         WHERE conversation_id = $1 AND user_id = $2",
-        &[
-            &int(message.conversation_id),
-            &int(message.sender_id),
-            &int(seq),
-        ],
+    let params: Vec<_> = prepared
+        .iter()
+        .map(|p| {
+            (
+                int(p.message.sender_id),
+                int(p.message.conversation_id),
+                p.message.reply_to.map(int),
+                int(p.pos),
+            )
+        })
+        .collect();
+    type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
+    let bound: Vec<[Param; 7]> = prepared
+        .iter()
+        .zip(&params)
+        .map(|(p, (sender, conversation, reply_to, pos))| {
+            [
+                sender as Param,
+                &p.message.client_msg_id,
+                conversation,
+                &p.content,
+                reply_to,
+                &p.sent_at_ms,
+                pos,
+            ]
+        })
+        .collect();
+    let rows = futures_util::future::join_all(
+        bound
+            .iter()
+            .map(|values| ctx.tx.query_one(&statement, values)),
     )
-    .await?;
-    let ack = Ack {
-        conversation_id: message.conversation_id,
-        client_msg_id: message.client_msg_id.clone().unwrap_or_default(),
-        seq,
-        pos,
-        sent_at_ms: message.sent_at_ms,
-        duplicate: false,
-    };
-    ctx.emit(Event::Message(message));
-    Ok(ack)
+    .await;
+    drop(bound);
+    let mut answers = prepared.into_iter().zip(rows);
+    for outcome in outcomes.iter_mut().filter(|o| o.is_none()) {
+        let Some((p, row)) = answers.next() else {
+            break;
+        };
+        let row = row.map_err(db_error)?;
+        let duplicate_of: Option<i64> = row.try_get(0).map_err(db_error)?;
+        let new_seq: Option<i64> = row.try_get(4).map_err(db_error)?;
+        let member: bool = row.try_get(5).map_err(db_error)?;
+        *outcome = Some(if duplicate_of.is_some() {
+            Ok(Ack {
+                conversation_id: get_u64(&row, 0)?,
+                client_msg_id: p.message.client_msg_id,
+                seq: get_u64(&row, 1)?,
+                pos: get_u64(&row, 2)?,
+                sent_at_ms: get_u64(&row, 3)?,
+                duplicate: true,
+            })
+        } else if let Some(seq) = new_seq {
+            let seq = Seq::try_from(seq)
+                .map_err(|_| Error::internal(format!("stored seq {seq} is negative")))?;
+            let ack = Ack {
+                conversation_id: p.message.conversation_id,
+                client_msg_id: p.message.client_msg_id.clone(),
+                seq,
+                pos: p.pos,
+                sent_at_ms: p.message.sent_at_ms,
+                duplicate: false,
+            };
+            ctx.emit(Event::Message(Message {
+                conversation_id: p.message.conversation_id,
+                seq,
+                pos: p.pos,
+                sender_id: p.message.sender_id,
+                client_msg_id: Some(p.message.client_msg_id),
+                content: p.message.content,
+                reply_to: p.message.reply_to,
+                sent_at_ms: p.message.sent_at_ms,
+            }));
+            Ok(ack)
+        } else if !member {
+            Err(Error::not_member())
+        } else {
+            Err(Error::invalid(format!(
+                "reply_to {} is not a message of this conversation",
+                p.message.reply_to.unwrap_or_default()
+            )))
+        });
+    }
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| Err(Error::internal("no answer from the database"))))
+        .collect())
 }
 
 /// Record a change of the conversation itself: a system message and a new state position.

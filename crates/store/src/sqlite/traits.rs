@@ -226,6 +226,19 @@ impl ConversationStore for SqliteStore {
             .await
     }
 
+    async fn conversations_seen_by(
+        &self,
+        ids: Vec<ConversationId>,
+        viewer: UserId,
+    ) -> Result<Vec<Conversation>> {
+        self.read(move |conn| {
+            ids.into_iter()
+                .map(|id| reads::conversation(conn, id, Some(viewer)))
+                .collect()
+        })
+        .await
+    }
+
     async fn list_conversations(&self, viewer: UserId) -> Result<Vec<Conversation>> {
         self.read(move |conn| reads::list_conversations(conn, viewer))
             .await
@@ -245,7 +258,9 @@ impl ConversationStore for SqliteStore {
 #[async_trait]
 impl MessageStore for SqliteStore {
     async fn append(&self, message: NewMessage) -> Result<Ack> {
-        self.write(move |ctx| writes::append(ctx, message)).await
+        // `writes::append` refuses (duplicate, not a member, bad `reply_to`) before it writes.
+        self.write_unguarded(move |ctx| writes::append(ctx, message))
+            .await
     }
 
     async fn history(
@@ -297,6 +312,26 @@ impl MessageStore for SqliteStore {
     ) -> Result<Vec<Message>> {
         self.read(move |conn| reads::messages_in_pos_range(conn, id, after, up_to, max_seq, limit))
             .await
+    }
+
+    async fn messages_in_pos_ranges(
+        &self,
+        conversations: Vec<(ConversationId, Option<Seq>)>,
+        after: Pos,
+        up_to: Pos,
+        limit: u32,
+    ) -> Result<Vec<Vec<Message>>> {
+        // One trip to a reader thread for them all, one snapshot.
+        self.read(move |conn| {
+            let tx = conn.unchecked_transaction().map_err(db_error)?;
+            conversations
+                .into_iter()
+                .map(|(id, max_seq)| {
+                    reads::messages_in_pos_range(&tx, id, after, up_to, max_seq, limit)
+                })
+                .collect()
+        })
+        .await
     }
 }
 
