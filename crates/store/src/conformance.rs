@@ -448,6 +448,45 @@ mod sqlite {
         let _ = std::fs::remove_file(&path);
     }
 
+    /// Under writes that never pause, the write-ahead log still starts over: the checkpoint
+    /// thread copies it back and the writer finishes the job past `wal_frames_max`, so the log
+    /// file stays near that length instead of growing with everything ever written.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_log_restarts_under_writes_that_never_pause() {
+        let path = std::env::temp_dir().join(format!("natter-wal-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let mut config = SqliteConfig::new(&path);
+        config.wal_frames_max = 2_000;
+        let store = Arc::new(SqliteStore::open(config).unwrap());
+        let (alice, bob) = (user(&*store, "alice").await, user(&*store, "bob").await);
+        let (id, _) = store.create_direct(alice, bob, 1).await.unwrap();
+        // ~3 KiB a message, 16 senders: ~40,000 frames written, twenty times the limit.
+        let body = "w".repeat(3_000);
+        let senders: Vec<_> = (0..16)
+            .map(|k| {
+                let (store, body) = (store.clone(), body.clone());
+                tokio::spawn(async move {
+                    for i in 0..600 {
+                        let mut message = new_message(id, alice, &format!("{k}-{i}"));
+                        message.content = text(&body);
+                        store.append(message).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for sender in senders {
+            sender.await.unwrap();
+        }
+        let wal = std::fs::metadata(path.with_extension("db-wal"))
+            .unwrap()
+            .len();
+        // 2,000 frames of 1 KiB plus headers, and what arrives while the thread catches up.
+        assert!(wal < 8 * 1024 * 1024, "the log grew to {wal} bytes");
+        assert!(store.head().await.unwrap() >= 9_600);
+        drop(store);
+        let _ = std::fs::remove_file(&path);
+    }
+
     /// Appends run without a savepoint each: when the database fails under one halfway (here a
     /// trigger refuses its insert after its seq was taken), the whole commit group is rolled back
     /// and every caller in it gets the error. What was acknowledged is stored, with seqs 1..n and

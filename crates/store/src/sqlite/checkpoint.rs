@@ -9,13 +9,21 @@
 //! So a thread of its own runs PASSIVE checkpoints beside the writer, and the writer checkpoints
 //! only rarely. A passive checkpoint beside a busy writer never quite reaches the end of the log
 //! (frames keep arriving while it syncs), and a log that never restarts grows without bound; so
-//! once the log passes `WRITER_FINISHES_AT` frames, the writer finishes the job between two
-//! commit groups: by then the thread has copied nearly all of it, the writer copies the tail, and
-//! its next transaction starts the log over.
+//! once the log passes `wal_frames_max` frames, the writer finishes the job between two
+//! commit groups, and its next transaction starts the log over.
+//!
+//! What the writer's checkpoint costs is the frames it copies (one `pwrite` per 1 KiB page; the
+//! fsyncs are cheap beside them): everything written since the thread's last checkpoint *began*.
+//! With the thread pausing 100 ms between checkpoints, that was up to ~10,000 frames at 10,000
+//! messages/s, a 7–15 ms stall for every send behind it — the p99 at that rate. So the writer
+//! first asks the thread for a checkpoint at once, and finishes right after that one has
+//! completed: its tail is then only what arrived while the thread copied, about a millisecond's
+//! work.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use natter_core::{Error, Result};
@@ -24,36 +32,59 @@ use rusqlite::wal::CheckpointMode;
 
 /// Log frames (pages) after which the checkpoint thread is woken.
 const BACKGROUND_AT: u64 = 1_000;
-/// Log frames after which the writer completes the checkpoint itself (64 MiB of 1 KiB pages).
-/// Finishing costs the writer two fsyncs (10–25 ms on the benchmark machine, once every few
-/// seconds at 10,000 messages/s), so it should be rare; a longer log costs only disk space and a
-/// little more work per page lookup.
-const WRITER_FINISHES_AT: u64 = 65_536;
+/// Log frames after which, by default, the writer completes the checkpoint itself (64 MiB of
+/// 1 KiB pages), right after the thread's next one. Measured against 32 and 256 MiB: shorter
+/// means more frequent writer stalls, longer was slower for every commit.
+pub(crate) const WRITER_FINISHES_AT: u64 = 65_536;
 /// Shortest pause between two background checkpoints: each one costs two fsyncs.
 const BACKGROUND_PAUSE: Duration = Duration::from_millis(100);
 /// An idle store still gets its log checkpointed, so that the next write can restart it.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 
+/// What the writer and the checkpoint thread share.
+struct Shared {
+    /// The log's length in frames after the writer's last commit.
+    frames: AtomicU64,
+    /// Checkpoints the thread has completed.
+    completed: AtomicU64,
+    /// The writer asks for a checkpoint now, without the pause.
+    urgent: AtomicBool,
+}
+
 /// The writer's side: how long the log is, and the checkpoint thread's doorbell.
 pub(crate) struct WalWatch {
-    frames: Arc<AtomicU64>,
+    shared: Arc<Shared>,
+    /// The checkpoint thread, unparked when the writer asks for a checkpoint at once.
+    checkpointer: Thread,
+    /// Log length past which the writer finishes a checkpoint.
+    finishes_at: u64,
     /// Log length when the writer last checkpointed (0: not since the log restarted).
     writer_checkpointed_at: u64,
+    /// The thread's completed count when the writer asked it for a checkpoint at once.
+    asked_at: Option<u64>,
 }
 
 impl WalWatch {
     /// Watch the writer's log and start the checkpoint thread on its own connection.
     /// The thread stops when the writer's connection (which holds the doorbell) is dropped.
-    pub(crate) fn start(writer: &mut Connection, checkpointer: Connection) -> Result<WalWatch> {
-        let frames = Arc::new(AtomicU64::new(0));
+    pub(crate) fn start(
+        writer: &mut Connection,
+        checkpointer: Connection,
+        finishes_at: u64,
+    ) -> Result<WalWatch> {
+        let shared = Arc::new(Shared {
+            frames: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+            urgent: AtomicBool::new(false),
+        });
         let (doorbell, rings) = mpsc::sync_channel::<()>(1);
-        let seen = frames.clone();
+        let seen = shared.clone();
         // Installing a WAL hook replaces SQLite's automatic checkpoint on this connection.
         writer
             .wal_hook(Some(
                 move |_: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
                     let pages = u64::try_from(pages).unwrap_or(0);
-                    seen.store(pages, Ordering::Relaxed);
+                    seen.frames.store(pages, Ordering::Relaxed);
                     if pages >= BACKGROUND_AT {
                         // A full doorbell means the thread is already on its way.
                         let _ = doorbell.try_send(());
@@ -62,29 +93,50 @@ impl WalWatch {
                 },
             ))
             .map_err(super::db_error)?;
-        let thread_frames = frames.clone();
-        std::thread::Builder::new()
+        let thread_shared = shared.clone();
+        let thread = std::thread::Builder::new()
             .name("natter-sqlite-checkpoint".into())
-            .spawn(move || run_checkpointer(checkpointer, rings, thread_frames))
+            .spawn(move || run_checkpointer(checkpointer, rings, thread_shared))
             .map_err(|e| Error::internal(format!("cannot start the checkpoint thread: {e}")))?;
         Ok(WalWatch {
-            frames,
+            shared,
+            checkpointer: thread.thread().clone(),
+            finishes_at: finishes_at.max(BACKGROUND_AT),
             writer_checkpointed_at: 0,
+            asked_at: None,
         })
     }
 
     /// Called by the writer between commit groups: finish a checkpoint when the log has grown
     /// long, so that the next transaction restarts it.
     pub(crate) fn after_commit(&mut self, writer: &Connection) {
-        let frames = self.frames.load(Ordering::Relaxed);
+        let frames = self.shared.frames.load(Ordering::Relaxed);
         if frames < self.writer_checkpointed_at {
             // The log restarted since the writer's last checkpoint.
             self.writer_checkpointed_at = 0;
         }
         // Once done, wait for the log to grow again before retrying: a reader holding an old
         // snapshot can keep the log from restarting for a while.
-        if frames < WRITER_FINISHES_AT || frames < self.writer_checkpointed_at + BACKGROUND_AT {
+        if frames < self.finishes_at || frames < self.writer_checkpointed_at + BACKGROUND_AT {
+            self.asked_at = None;
             return;
+        }
+        let completed = self.shared.completed.load(Ordering::Acquire);
+        // Past twice the length the writer finishes without waiting: the thread lags too far.
+        if frames < 2 * self.finishes_at {
+            match self.asked_at {
+                None => {
+                    self.asked_at = Some(completed);
+                    self.shared.urgent.store(true, Ordering::Release);
+                    // The thread is either pausing (parked) or soon back at its doorbell, which
+                    // every commit of a log this long rings.
+                    self.checkpointer.unpark();
+                    return;
+                }
+                // The thread has not completed a checkpoint since: the tail is still long.
+                Some(asked) if asked == completed => return,
+                Some(_) => {}
+            }
         }
         let started = Instant::now();
         match writer.wal_checkpoint_v2(rusqlite::DEFAULT_NAME, CheckpointMode::PASSIVE) {
@@ -94,19 +146,23 @@ impl WalWatch {
             Err(e) => log_failed(&e, "writer checkpoint"),
         }
         self.writer_checkpointed_at = frames;
+        self.asked_at = None;
     }
 }
 
-fn run_checkpointer(conn: Connection, rings: mpsc::Receiver<()>, frames: Arc<AtomicU64>) {
+fn run_checkpointer(conn: Connection, rings: mpsc::Receiver<()>, shared: Arc<Shared>) {
     // Log length at the last checkpoint that reached its end: nothing to do until it changes.
     let mut clean_at: Option<u64> = None;
     loop {
-        match rings.recv_timeout(IDLE_CHECK) {
-            Ok(()) | Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return,
+        if !shared.urgent.load(Ordering::Acquire) {
+            match rings.recv_timeout(IDLE_CHECK) {
+                Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
         }
-        let now = frames.load(Ordering::Relaxed);
-        if now == 0 || clean_at == Some(now) {
+        let urgent = shared.urgent.swap(false, Ordering::AcqRel);
+        let now = shared.frames.load(Ordering::Relaxed);
+        if !urgent && (now == 0 || clean_at == Some(now)) {
             continue;
         }
         let started = Instant::now();
@@ -120,7 +176,21 @@ fn run_checkpointer(conn: Connection, rings: mpsc::Receiver<()>, frames: Arc<Ato
                 clean_at = None;
             }
         }
-        std::thread::sleep(BACKGROUND_PAUSE);
+        shared.completed.fetch_add(1, Ordering::AcqRel);
+        pause(&shared);
+    }
+}
+
+/// Wait `BACKGROUND_PAUSE` before the next checkpoint, unless the writer asks for one at once.
+/// Parked rather than waiting on the doorbell, which a busy writer rings at every commit.
+fn pause(shared: &Shared) {
+    let until = Instant::now() + BACKGROUND_PAUSE;
+    while !shared.urgent.load(Ordering::Acquire) {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        std::thread::park_timeout(left);
     }
 }
 

@@ -57,6 +57,10 @@ pub struct SqliteConfig {
     /// Most jobs waiting for the writer; senders wait beyond it.
     pub write_queue_max: usize,
     pub readers: usize,
+    /// Log frames (1 KiB pages) past which the writer restarts the write-ahead log, right after
+    /// the checkpoint thread's next pass: its disk footprint, and how often the writer pauses
+    /// for two fsyncs (see `checkpoint`).
+    pub wal_frames_max: u64,
 }
 
 impl SqliteConfig {
@@ -67,6 +71,7 @@ impl SqliteConfig {
             commit_group_max: 512,
             write_queue_max: 4096,
             readers: 4,
+            wal_frames_max: checkpoint::WRITER_FINISHES_AT,
         }
     }
 }
@@ -192,7 +197,7 @@ impl SqliteStore {
             .pragma_update(None, "journal_size_limit", WAL_BYTES_KEPT)
             .map_err(db_error)?;
         let checkpointer = open_connection(&config.path, config.durability).map_err(db_error)?;
-        let wal = WalWatch::start(&mut writer, checkpointer)?;
+        let wal = WalWatch::start(&mut writer, checkpointer, config.wal_frames_max)?;
         std::thread::Builder::new()
             .name("natter-sqlite-writer".into())
             .spawn(move || run_writer(writer, wal, queue, writer_head, writer_listener, group_max))
