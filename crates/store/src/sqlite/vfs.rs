@@ -169,8 +169,14 @@ unsafe extern "C" fn open(
         let Some(base_open) = (*base).xOpen else {
             return ffi::SQLITE_CANTOPEN;
         };
+        (*inner).pMethods = ptr::null();
         let rc = base_open(base, name, inner, flags, out_flags);
         if rc != ffi::SQLITE_OK {
+            // SQLite will not close what reports a failure with no methods (ours stay NULL), so
+            // close the inner file here if the base VFS left it half open.
+            if let Some(close) = (*inner).pMethods.as_ref().and_then(|m| m.xClose) {
+                close(inner);
+            }
             return rc;
         }
         if (*inner).pMethods.is_null() || (*(*inner).pMethods).iVersion < 3 {
