@@ -472,6 +472,21 @@ mod tests {
         b.attach(at_b.clone());
         b.subscribe(1);
         b.flush().await;
+        // A flush sends b's subscriptions but does not wait for the server to have them (and an
+        // event published before then is gone): events through conversation 1 until b hears one
+        // prove they are in place (the server takes a connection's subscriptions in order, the
+        // resync subject's first).
+        for _ in 0..100 {
+            a.publish(typing(1, 1_000));
+            a.flush().await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if !at_b.events.lock().unwrap().is_empty() {
+                break;
+            }
+        }
+        assert!(!at_b.events.lock().unwrap().is_empty(), "b never heard a");
+        at_a.events.lock().unwrap().clear();
+        at_b.events.lock().unwrap().clear();
 
         // Without an await the control task cannot drain: all but four publishes are dropped.
         for user in 0..100 {
@@ -491,6 +506,12 @@ mod tests {
             100,
             "local sessions heard everything"
         );
+        // The publishes that got through arrive on their own subscription, which may be read
+        // after the resync subject: wait for them, then check that the others were dropped.
+        eventually("b hears what got through", || {
+            !at_b.events.lock().unwrap().is_empty()
+        })
+        .await;
         let heard_at_b = at_b.events.lock().unwrap().len();
         assert!((1..100).contains(&heard_at_b), "b heard {heard_at_b}");
 
