@@ -33,6 +33,10 @@ use tokio::task::JoinHandle;
 /// which are then told to resync (`RESYNC_SUBJECT`).
 const PUBLISH_QUEUE_MAX: usize = 100_000;
 const PRESENCE_SUBJECT: &str = "natter.presence";
+/// Nobody subscribes here: a request to it is answered by the server ("no responders").
+const PROBE_SUBJECT: &str = "natter.probe";
+/// Longest wait for that answer (NATS away: the subscriptions take effect when it is back).
+const ROUND_TRIP_MAX: Duration = Duration::from_secs(2);
 /// A node that dropped publishes says so here (the payload is its node id); the others resync.
 const RESYNC_SUBJECT: &str = "natter.resync";
 /// Every node says it is alive here (the payload is its node id), every `HEARTBEAT`.
@@ -226,6 +230,21 @@ async fn run_control(
         tokio::select! {
             biased;
             change = lanes.changes.recv() => match change {
+                Some(Change::Flush(done)) => {
+                    // Changes queued meanwhile ride on the same round trip (a reconnecting
+                    // crowd asks for one each).
+                    let mut waiting = vec![done];
+                    while let Ok(next) = lanes.changes.try_recv() {
+                        match next {
+                            Change::Flush(done) => waiting.push(done),
+                            other => apply(&client, other, &mut subscriptions, &node, &sink).await,
+                        }
+                    }
+                    round_trip(&client).await;
+                    for done in waiting {
+                        let _ = done.send(());
+                    }
+                }
                 Some(change) => apply(&client, change, &mut subscriptions, &node, &sink).await,
                 None => return,
             },
@@ -298,11 +317,23 @@ async fn apply(
             }
         }
         Change::Flush(done) => {
-            if let Err(e) = client.flush().await {
-                tracing::warn!(error = %e, "NATS flush");
-            }
+            round_trip(client).await;
             let _ = done.send(());
         }
+    }
+}
+
+/// Wait until the server has taken everything sent so far, subscriptions included. A flush
+/// only writes to the socket: an event another node publishes a moment later could still find
+/// no subscription. A request that nobody answers comes back from the server itself ("no
+/// responders") once it has read everything sent before it on this connection.
+async fn round_trip(client: &async_nats::Client) {
+    let probe = client.request(PROBE_SUBJECT, "".into());
+    match tokio::time::timeout(ROUND_TRIP_MAX, probe).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "NATS round trip"),
+        Err(_) => tracing::warn!("NATS round trip: no answer within {ROUND_TRIP_MAX:?}"),
     }
 }
 
@@ -472,21 +503,8 @@ mod tests {
         b.attach(at_b.clone());
         b.subscribe(1);
         b.flush().await;
-        // A flush sends b's subscriptions but does not wait for the server to have them (and an
-        // event published before then is gone): events through conversation 1 until b hears one
-        // prove they are in place (the server takes a connection's subscriptions in order, the
-        // resync subject's first).
-        for _ in 0..100 {
-            a.publish(typing(1, 1_000));
-            a.flush().await;
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            if !at_b.events.lock().unwrap().is_empty() {
-                break;
-            }
-        }
-        assert!(!at_b.events.lock().unwrap().is_empty(), "b never heard a");
-        at_a.events.lock().unwrap().clear();
-        at_b.events.lock().unwrap().clear();
+        // Once flushed, b's subscriptions are in effect at the server: nothing a publishes
+        // from now on can miss them.
 
         // Without an await the control task cannot drain: all but four publishes are dropped.
         for user in 0..100 {
