@@ -179,6 +179,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
             tick.tick().await;
             janitor.limiters.forget_idle();
             janitor.core.forget_old_touches();
+            janitor.hub.forget_old_presence(natter_core::now_ms());
         }
     });
 

@@ -116,6 +116,10 @@ pub enum Attached {
     Ready,
 }
 
+/// How long a node remembers when an offline user was last connected (the `last_seen_at_ms` of
+/// presence): a day.
+pub const PRESENCE_MEMORY_MS: u64 = 24 * 60 * 60 * 1000;
+
 #[derive(Default)]
 struct State {
     users: HashMap<UserId, OnlineUser>,
@@ -383,6 +387,20 @@ impl Hub {
     }
 
     /// Close every session (the node is shutting down).
+    /// Forget the last-seen times of users gone longer than `PRESENCE_MEMORY_MS` (here or on
+    /// other nodes), so that a node's presence maps hold the users seen lately, not every user
+    /// ever seen: with every node hearing every user's presence, they would otherwise grow with
+    /// the user base. Run by the node's janitor.
+    pub fn forget_old_presence(&self, now: u64) {
+        let cutoff = now.saturating_sub(PRESENCE_MEMORY_MS);
+        let mut state = self.write();
+        state.last_seen_ms.retain(|_, seen| *seen >= cutoff);
+        state.remote.retain(|_, remote| {
+            !remote.online_on.is_empty()
+                || remote.last_seen_at_ms.is_some_and(|seen| seen >= cutoff)
+        });
+    }
+
     pub fn close_all(&self, reason: CloseReason) {
         let state = self.read();
         for online in state.users.values() {
@@ -787,6 +805,43 @@ mod tests {
         hub.detach(&carol);
         assert_eq!(presences(&alice), vec![]);
         assert!(hub.presence(&[3])[0].online);
+    }
+
+    #[test]
+    fn last_seen_times_are_forgotten_after_a_day_and_online_users_never() {
+        let hub = hub();
+        let _alice = connect(&hub, 1, vec![7]);
+        // Bob went offline on node a at t = 1,000; Carol is online on node a; Dave was here.
+        hub.deliver(presence_from("a", 2, true));
+        hub.deliver(presence_from("a", 2, false));
+        hub.deliver(presence_from("a", 3, true));
+        let dave = connect(&hub, 4, vec![7]);
+        hub.detach(&dave);
+        let dave_seen = hub.presence(&[4])[0].last_seen_at_ms.unwrap();
+
+        hub.forget_old_presence(1_000 + PRESENCE_MEMORY_MS);
+        assert_eq!(hub.presence(&[2])[0].last_seen_at_ms, Some(1_000));
+        hub.forget_old_presence(1_001 + PRESENCE_MEMORY_MS);
+        let [alice, bob, carol, dave] = &hub.presence(&[1, 2, 3, 4])[..] else {
+            panic!("four answers");
+        };
+        assert!(alice.online, "connected here: kept");
+        assert_eq!(
+            (bob.online, bob.last_seen_at_ms),
+            (false, None),
+            "forgotten"
+        );
+        assert!(carol.online, "online on another node: kept");
+        assert_eq!(
+            dave.last_seen_at_ms,
+            Some(dave_seen),
+            "seen here within the day"
+        );
+        assert_eq!(hub.read().remote.len(), 1, "only Carol's entry is left");
+
+        hub.forget_old_presence(dave_seen + PRESENCE_MEMORY_MS + 1);
+        assert_eq!(hub.presence(&[4])[0].last_seen_at_ms, None);
+        assert!(hub.read().last_seen_ms.is_empty());
     }
 
     #[test]
