@@ -3,8 +3,8 @@
 //!
 //! SQLite appends a commit to the log frame by frame, each frame as two `pwrite`s (its 24-byte
 //! header, then the page). A message dirties about seven 1 KiB pages, so the writer made some
-//! fifteen system calls per message, and their fixed cost (not the bytes) was a fifth of the
-//! writer's time under load. This layer gathers a transaction's consecutive log writes in memory
+//! fifteen system calls per message, whose fixed cost (not the bytes) was about a tenth of the
+//! writer's time under load (52 → 46 µs of writer CPU per message at 10,000 messages/s). This layer gathers a transaction's consecutive log writes in memory
 //! and writes them out at once when the commit frame is complete, so that the commit's last
 //! `xWrite` reports any failure exactly where SQLite expects it, before the commit is published
 //! to readers. Anything else that touches the log file (a read, a sync, a truncate, its size, a
