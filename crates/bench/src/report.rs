@@ -349,46 +349,34 @@ fn nodes_table(steps: &[StepResult]) -> String {
     for s in steps.iter().filter(|s| !s.nodes.is_empty()) {
         let pct = |c: Option<f64>| opt(c.map(|c| 100.0 * c / s.wall_s.max(0.001)), 0) + "%";
         let mib = |b: Option<u64>| opt(b.map(|b| b as f64 / 1048576.0), 1);
-        for node in &s.nodes {
+        let mut row = |what: String, cpu: String, memory: String| {
             rows.push(vec![
                 s.peer.clone(),
                 format!("{:.0}", s.offered_rate),
-                node.node.clone(),
-                pct(node.cpu_s),
-                mib(node.rss_bytes),
+                what,
+                cpu,
+                memory,
             ]);
+        };
+        for node in &s.nodes {
+            row(node.node.clone(), pct(node.cpu_s), mib(node.rss_bytes));
         }
-        rows.push(vec![
-            s.peer.clone(),
-            format!("{:.0}", s.offered_rate),
+        row(
             "all nodes".into(),
             pct(s.server_cpu_s),
             mib(s.server_rss_bytes),
-        ]);
+        );
         if s.broker_cpu_s.is_some() || s.database_cpu_s.is_some() {
-            rows.push(vec![
-                s.peer.clone(),
-                format!("{:.0}", s.offered_rate),
-                "nats-server".into(),
-                pct(s.broker_cpu_s),
-                "-".into(),
-            ]);
-            rows.push(vec![
-                s.peer.clone(),
-                format!("{:.0}", s.offered_rate),
-                "postgresql".into(),
-                pct(s.database_cpu_s),
-                "-".into(),
-            ]);
-            rows.push(vec![
-                s.peer.clone(),
-                format!("{:.0}", s.offered_rate),
+            row("nats-server".into(), pct(s.broker_cpu_s), "-".into());
+            row("postgresql".into(), pct(s.database_cpu_s), "-".into());
+            let all = s
+                .server_cpu_s
+                .map(|c| c + s.broker_cpu_s.unwrap_or(0.0) + s.database_cpu_s.unwrap_or(0.0));
+            row(
                 format!("all: {} µs/dlv", opt(s.cluster_cpu_us_per_delivery, 2)),
-                pct(s
-                    .server_cpu_s
-                    .map(|c| c + s.broker_cpu_s.unwrap_or(0.0) + s.database_cpu_s.unwrap_or(0.0))),
+                pct(all),
                 "-".into(),
-            ]);
+            );
         }
     }
     format!(

@@ -35,6 +35,8 @@ const PUBLISH_QUEUE_MAX: usize = 100_000;
 const PRESENCE_SUBJECT: &str = "natter.presence";
 /// Nobody subscribes here: a request to it is answered by the server ("no responders").
 const PROBE_SUBJECT: &str = "natter.probe";
+/// Most queued subscription changes a flush's round trip takes along.
+const FLUSH_BATCH_MAX: usize = 1024;
 /// Longest wait for that answer (NATS away: the subscriptions take effect when it is back).
 const ROUND_TRIP_MAX: Duration = Duration::from_secs(2);
 /// A node that dropped publishes says so here (the payload is its node id); the others resync.
@@ -232,9 +234,13 @@ async fn run_control(
             change = lanes.changes.recv() => match change {
                 Some(Change::Flush(done)) => {
                     // Changes queued meanwhile ride on the same round trip (a reconnecting
-                    // crowd asks for one each).
+                    // crowd asks for one each), up to a bound, so that a stream of changes
+                    // cannot hold the first flush (and every publish) back for ever.
                     let mut waiting = vec![done];
-                    while let Ok(next) = lanes.changes.try_recv() {
+                    for _ in 0..FLUSH_BATCH_MAX {
+                        let Ok(next) = lanes.changes.try_recv() else {
+                            break;
+                        };
                         match next {
                             Change::Flush(done) => waiting.push(done),
                             other => apply(&client, other, &mut subscriptions, &node, &sink).await,

@@ -178,13 +178,7 @@ pub trait ConversationStore: Send + Sync {
         &self,
         ids: Vec<ConversationId>,
         viewer: UserId,
-    ) -> Result<Vec<Conversation>> {
-        let mut conversations = Vec::with_capacity(ids.len());
-        for id in ids {
-            conversations.push(self.conversation(id, viewer).await?);
-        }
-        Ok(conversations)
-    }
+    ) -> Result<Vec<Conversation>>;
     /// The conversations a user is an active member of, newest activity first.
     async fn list_conversations(&self, viewer: UserId) -> Result<Vec<Conversation>>;
     /// Ids of the conversations a user is an active member of.
@@ -243,16 +237,7 @@ pub trait MessageStore: Send + Sync {
         after: Pos,
         up_to: Pos,
         limit: u32,
-    ) -> Result<Vec<Vec<Message>>> {
-        let mut messages = Vec::with_capacity(conversations.len());
-        for (id, max_seq) in conversations {
-            messages.push(
-                self.messages_in_pos_range(id, after, up_to, max_seq, limit)
-                    .await?,
-            );
-        }
-        Ok(messages)
-    }
+    ) -> Result<Vec<Vec<Message>>>;
 }
 
 /// A whole storage engine: SQLite embedded, PostgreSQL in a cluster.

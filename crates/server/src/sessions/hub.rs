@@ -386,7 +386,6 @@ impl Hub {
         }
     }
 
-    /// Close every session (the node is shutting down).
     /// Forget the last-seen times of users gone longer than `PRESENCE_MEMORY_MS` (here or on
     /// other nodes), so that a node's presence maps hold the users seen lately, not every user
     /// ever seen: with every node hearing every user's presence, they would otherwise grow with
@@ -401,6 +400,7 @@ impl Hub {
         });
     }
 
+    /// Close every session (the node is shutting down).
     pub fn close_all(&self, reason: CloseReason) {
         let state = self.read();
         for online in state.users.values() {

@@ -57,11 +57,7 @@ async fn oversized_frames_and_messages_are_refused_and_the_connection_lives_on()
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
     let mut a = Raw::connect(&server, &alice.token).await;
-    let direct = a
-        .call(json!({"type": "create_direct", "user_id": bob.user.id}))
-        .await
-        .unwrap();
-    let id = direct["id"].as_u64().unwrap();
+    let id = a.create_direct(bob.user.id).await;
 
     let big = "x".repeat(2000);
     let error = a
@@ -103,11 +99,7 @@ async fn a_flood_over_the_rate_limit_is_refused_while_others_are_served() {
     let bob = server.register("bob").await;
     let mut a = Raw::connect(&server, &alice.token).await;
     let mut b = Raw::connect(&server, &bob.token).await;
-    let direct = a
-        .call(json!({"type": "create_direct", "user_id": bob.user.id}))
-        .await
-        .unwrap();
-    let id = direct["id"].as_u64().unwrap();
+    let id = a.create_direct(bob.user.id).await;
 
     let mut limited = 0;
     for i in 0..40 {

@@ -279,6 +279,15 @@ impl Raw {
     }
 
     /// Send a command and wait for its reply.
+    /// Open (or find) the direct conversation with `user_id`; its id.
+    pub async fn create_direct(&mut self, user_id: u64) -> u64 {
+        let direct = self
+            .call(serde_json::json!({"type": "create_direct", "user_id": user_id}))
+            .await
+            .expect("create_direct");
+        direct["id"].as_u64().expect("a conversation id")
+    }
+
     pub async fn call(
         &mut self,
         command: serde_json::Value,

@@ -95,11 +95,7 @@ async fn sends_under_way_at_sigterm_are_answered_before_the_close() {
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
     let mut a = Raw::connect(&server, &alice.token).await;
-    let direct = a
-        .call(json!({"type": "create_direct", "user_id": bob.user.id}))
-        .await
-        .unwrap();
-    let id = direct["id"].as_u64().unwrap();
+    let id = a.create_direct(bob.user.id).await;
     // Many sends in flight, then SIGTERM while they commit.
     for k in 0..300 {
         a.command(json!({"type": "send", "conversation_id": id, "client_msg_id": format!("s-{k}"), "content": text("x")}))
@@ -168,11 +164,7 @@ async fn a_reader_that_stops_reading_is_disconnected_and_others_are_not_held_up(
     let bob = server.register("bob").await;
     let bob_phone = server.login("bob").await;
     let mut a = Raw::connect(&server, &alice.token).await;
-    let direct = a
-        .call(json!({"type": "create_direct", "user_id": bob.user.id}))
-        .await
-        .unwrap();
-    let id = direct["id"].as_u64().unwrap();
+    let id = a.create_direct(bob.user.id).await;
     // Bob's laptop connects and never reads again; his phone reads everything.
     let _stalled = Raw::connect(&server, &bob.token).await;
     let mut phone = Raw::connect(&server, &bob_phone.token).await;
