@@ -460,13 +460,13 @@ mod sqlite {
         let store = Arc::new(SqliteStore::open(config).unwrap());
         let (alice, bob) = (user(&*store, "alice").await, user(&*store, "bob").await);
         let (id, _) = store.create_direct(alice, bob, 1).await.unwrap();
-        // ~3 KiB a message, 16 senders: ~40,000 frames written, twenty times the limit.
+        // ~3 KiB a message, 16 senders: ~120,000 frames written, sixty times the limit.
         let body = "w".repeat(3_000);
         let senders: Vec<_> = (0..16)
             .map(|k| {
                 let (store, body) = (store.clone(), body.clone());
                 tokio::spawn(async move {
-                    for i in 0..600 {
+                    for i in 0..1_800 {
                         let mut message = new_message(id, alice, &format!("{k}-{i}"));
                         message.content = text(&body);
                         store.append(message).await.unwrap();
@@ -480,9 +480,13 @@ mod sqlite {
         let wal = std::fs::metadata(path.with_extension("db-wal"))
             .unwrap()
             .len();
-        // 2,000 frames of 1 KiB plus headers, and what arrives while the thread catches up.
-        assert!(wal < 8 * 1024 * 1024, "the log grew to {wal} bytes");
-        assert!(store.head().await.unwrap() >= 9_600);
+        // 2,000 frames of 1 KiB plus headers, and what arrives while the checkpoint thread's
+        // pass runs: the writer never waits for it, so a starved thread lets the log grow for
+        // as long as its pass lasts (2.6-6 MB for this test alone; up to 39 MB beside the rest
+        // of the suite and a busy loop, in a debug build). A log that never restarts keeps all
+        // ~175 MB written.
+        assert!(wal < 64 * 1024 * 1024, "the log grew to {wal} bytes");
+        assert!(store.head().await.unwrap() >= 28_800);
         drop(store);
         let _ = std::fs::remove_file(&path);
     }
