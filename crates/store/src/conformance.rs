@@ -432,19 +432,31 @@ mod sqlite {
     async fn a_reopened_database_keeps_its_messages_and_positions() {
         let path = std::env::temp_dir().join(format!("natter-reopen-{}.db", std::process::id()));
         let _ = std::fs::remove_file(&path);
-        let (id, alice, pos) = {
+        let (id, alice, bob, pos) = {
             let store = SqliteStore::open(SqliteConfig::new(&path)).unwrap();
             let alice = user(&store, "alice").await;
             let bob = user(&store, "bob").await;
             let (id, _) = store.create_direct(alice, bob, 1).await.unwrap();
             let ack = store.append(new_message(id, alice, "kept")).await.unwrap();
-            (id, alice, ack.pos)
+            (id, alice, bob, ack.pos)
         };
         let store = SqliteStore::open(SqliteConfig::new(&path)).unwrap();
         assert_eq!(store.head().await.unwrap(), pos);
         let ack = store.append(new_message(id, alice, "next")).await.unwrap();
         assert_eq!(ack.seq, 2);
         assert!(ack.pos > pos);
+        // A change that is not a message is the head too (a group ending in a message does not
+        // record its position apart: the message's is the head).
+        let receipt = store.mark(bob, id, None, Some(2)).await.unwrap();
+        assert!(receipt.pos > ack.pos);
+        drop(store);
+        let store = SqliteStore::open(SqliteConfig::new(&path)).unwrap();
+        assert_eq!(store.head().await.unwrap(), receipt.pos);
+        let ack = store.append(new_message(id, alice, "last")).await.unwrap();
+        assert_eq!(ack.pos, receipt.pos + 1);
+        drop(store);
+        let store = SqliteStore::open(SqliteConfig::new(&path)).unwrap();
+        assert_eq!(store.head().await.unwrap(), ack.pos);
         let _ = std::fs::remove_file(&path);
     }
 

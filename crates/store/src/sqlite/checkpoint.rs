@@ -107,9 +107,10 @@ impl WalWatch {
         })
     }
 
-    /// Called by the writer between commit groups: finish a checkpoint when the log has grown
-    /// long, so that the next transaction restarts it.
-    pub(crate) fn after_commit(&mut self, writer: &Connection) {
+    /// Called after each commit: whether the writer should finish a checkpoint now, because
+    /// the log has grown long (`finish`), so that the next transaction restarts it. Asks the
+    /// thread for a pass at once first, and says yes only once that pass has completed.
+    pub(crate) fn wants_finish(&mut self) -> bool {
         let frames = self.shared.frames.load(Ordering::Relaxed);
         if frames < self.writer_checkpointed_at {
             // The log restarted since the writer's last checkpoint.
@@ -119,7 +120,7 @@ impl WalWatch {
         // snapshot can keep the log from restarting for a while.
         if frames < self.finishes_at || frames < self.writer_checkpointed_at + BACKGROUND_AT {
             self.asked_at = None;
-            return;
+            return false;
         }
         let completed = self.shared.completed.load(Ordering::Acquire);
         // Past twice the length the writer finishes without waiting: the thread lags too far.
@@ -131,13 +132,20 @@ impl WalWatch {
                     // The thread is either pausing (parked) or soon back at its doorbell, which
                     // every commit of a log this long rings.
                     self.checkpointer.unpark();
-                    return;
+                    return false;
                 }
                 // The thread has not completed a checkpoint since: the tail is still long.
-                Some(asked) if asked == completed => return,
+                Some(asked) if asked == completed => return false,
                 Some(_) => {}
             }
         }
+        true
+    }
+
+    /// The writer's checkpoint, between two commit groups: milliseconds of copying and two
+    /// fsyncs, so only ever on the writer thread.
+    pub(crate) fn finish(&mut self, writer: &Connection) {
+        let frames = self.shared.frames.load(Ordering::Relaxed);
         let started = Instant::now();
         match writer.wal_checkpoint_v2(rusqlite::DEFAULT_NAME, CheckpointMode::PASSIVE) {
             Ok((log, done)) => {

@@ -16,8 +16,8 @@ mod vfs;
 mod writes;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Instant;
 
 use natter_core::store::{CommitBatch, CommitListener};
@@ -123,13 +123,41 @@ struct Job {
     guarded: bool,
 }
 
+/// What reaches the writer thread.
+enum Task {
+    Write(Job),
+    /// A task committed in the writer's place and the log is due for the writer's checkpoint:
+    /// milliseconds of copying and fsyncs, not for a runtime thread.
+    Checkpoint,
+}
+
+/// The write connection and its log watch; whoever holds them commits.
+struct Writer {
+    conn: Connection,
+    wal: WalWatch,
+}
+
+/// What the writer thread and the tasks that commit in its place share.
+struct WritePath {
+    writer: Mutex<Writer>,
+    /// Tasks handed to the writer thread and not yet done. A task commits its own job only while
+    /// this is zero: a job never overtakes one submitted before it (a connection's pipelined
+    /// sends keep their order).
+    queued: AtomicUsize,
+    /// Position of the last commit.
+    head: AtomicU64,
+    listener: OnceLock<CommitListener>,
+    /// Whether tasks may commit in the writer's place. Not when every commit waits for an fsync
+    /// (`Durability::Power`): that would stall a runtime thread for milliseconds.
+    inline: bool,
+}
+
 /// The SQLite implementation of `natter_core::Store`.
 pub struct SqliteStore {
-    jobs: tokio::sync::mpsc::Sender<Job>,
+    jobs: tokio::sync::mpsc::Sender<Task>,
+    path: Arc<WritePath>,
     readers: Mutex<Vec<Connection>>,
     reader_permits: Semaphore,
-    head: Arc<AtomicU64>,
-    listener: Arc<OnceLock<CommitListener>>,
 }
 
 fn open_connection(path: &Path, durability: Durability) -> rusqlite::Result<Connection> {
@@ -183,7 +211,7 @@ impl SqliteStore {
         let mut writer = open_connection(&config.path, config.durability).map_err(db_error)?;
         schema::migrate(&mut writer).map_err(db_error)?;
         let pos: Pos = writer
-            .query_row("SELECT value FROM meta WHERE key = 'pos'", [], |r| r.get(0))
+            .query_row(HEAD_SQL, [], |r| r.get(0))
             .map_err(db_error)?;
         let mut readers = Vec::new();
         for _ in 0..config.readers.max(1) {
@@ -192,13 +220,9 @@ impl SqliteStore {
                 .map_err(db_error)?;
             readers.push(conn);
         }
-        let head = Arc::new(AtomicU64::new(pos));
-        let listener: Arc<OnceLock<CommitListener>> = Arc::new(OnceLock::new());
         // A tokio channel: waiting for room is async, and waiters get in in the order they came
         // (a connection's pipelined sends keep their order even when the queue is full).
-        let (jobs, queue) = tokio::sync::mpsc::channel::<Job>(config.write_queue_max.max(1));
-        let writer_head = head.clone();
-        let writer_listener = listener.clone();
+        let (jobs, queue) = tokio::sync::mpsc::channel::<Task>(config.write_queue_max.max(1));
         let group_max = config.commit_group_max.max(1);
         // Once the log restarts, its file is cut back to this size.
         writer
@@ -206,16 +230,23 @@ impl SqliteStore {
             .map_err(db_error)?;
         let checkpointer = open_connection(&config.path, config.durability).map_err(db_error)?;
         let wal = WalWatch::start(&mut writer, checkpointer, config.wal_frames_max)?;
+        let path = Arc::new(WritePath {
+            writer: Mutex::new(Writer { conn: writer, wal }),
+            queued: AtomicUsize::new(0),
+            head: AtomicU64::new(pos),
+            listener: OnceLock::new(),
+            inline: config.durability == Durability::Crash,
+        });
+        let thread_path = path.clone();
         std::thread::Builder::new()
             .name("natter-sqlite-writer".into())
-            .spawn(move || run_writer(writer, wal, queue, writer_head, writer_listener, group_max))
+            .spawn(move || run_writer(thread_path, queue, group_max))
             .map_err(|e| Error::internal(format!("cannot start the writer: {e}")))?;
         Ok(SqliteStore {
             jobs,
+            path,
             reader_permits: Semaphore::new(readers.len()),
             readers: Mutex::new(readers),
-            head,
-            listener,
         })
     }
 
@@ -260,13 +291,41 @@ impl SqliteStore {
             (outcome, finish)
         });
         let job = Job { work, guarded };
-        self.jobs
-            .send(job)
-            .await
-            .map_err(|_| Error::internal("the writer has stopped"))?;
+        if let Some(job) = self.commit_here(job) {
+            self.path.queued.fetch_add(1, Ordering::AcqRel);
+            if self.jobs.send(Task::Write(job)).await.is_err() {
+                self.path.queued.fetch_sub(1, Ordering::AcqRel);
+                return Err(Error::internal("the writer has stopped"));
+            }
+        }
         answer
             .await
             .map_err(|_| Error::internal("the writer dropped a job"))?
+    }
+
+    /// Commit `job` on this thread, as a group of one, when the writer is idle and nothing is
+    /// queued; else give it back for the queue.
+    fn commit_here(&self, job: Job) -> Option<Job> {
+        let path = &*self.path;
+        if !path.inline || path.queued.load(Ordering::Acquire) != 0 {
+            return Some(job);
+        }
+        let Ok(mut writer) = path.writer.try_lock() else {
+            return Some(job);
+        };
+        // Again under the lock: the thread may have taken jobs, not yet committed, since.
+        if path.queued.load(Ordering::Acquire) != 0 {
+            return Some(job);
+        }
+        let mut batch = vec![job];
+        if writer.commit(&mut batch, path) && writer.wal.wants_finish() {
+            path.queued.fetch_add(1, Ordering::AcqRel);
+            // A full queue will reach the thread, which checks the log after every group.
+            if self.jobs.try_send(Task::Checkpoint).is_err() {
+                path.queued.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        None
     }
 
     /// Run `f` on a pooled read connection, off the async threads.
@@ -298,7 +357,7 @@ impl SqliteStore {
     }
 
     pub(crate) fn head_pos(&self) -> Pos {
-        self.head.load(Ordering::Acquire)
+        self.path.head.load(Ordering::Acquire)
     }
 }
 
@@ -311,50 +370,77 @@ const PAGE_BYTES: i64 = 1024;
 const WAL_BYTES_KEPT: i64 = 64 * 1024 * 1024;
 
 fn run_writer(
-    mut conn: Connection,
-    mut wal: WalWatch,
-    mut queue: tokio::sync::mpsc::Receiver<Job>,
-    head: Arc<AtomicU64>,
-    listener: Arc<OnceLock<CommitListener>>,
+    path: Arc<WritePath>,
+    mut queue: tokio::sync::mpsc::Receiver<Task>,
     group_max: usize,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(group_max);
     while let Some(first) = queue.blocking_recv() {
-        batch.push(first);
+        let mut taken = 1;
+        if let Task::Write(job) = first {
+            batch.push(job);
+        }
         while batch.len() < group_max {
             match queue.try_recv() {
-                Ok(job) => batch.push(job),
+                Ok(Task::Write(job)) => batch.push(job),
+                Ok(Task::Checkpoint) => {}
                 Err(_) => break,
             }
+            taken += 1;
         }
+        // A job that panicked on a task's thread left nothing behind: dropping its transaction
+        // rolled it back.
+        let mut writer = path.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let committed = batch.is_empty() || writer.commit(&mut batch, &path);
+        if committed && writer.wal.wants_finish() {
+            let writer = &mut *writer;
+            writer.wal.finish(&writer.conn);
+        }
+        path.queued.fetch_sub(taken, Ordering::AcqRel);
+    }
+}
+
+impl Writer {
+    /// Commit `batch` as one group, answer its jobs, then hand the events to the listener: under
+    /// the lock, so that the listener sees the groups in commit order. False if it failed.
+    fn commit(&mut self, batch: &mut Vec<Job>, path: &WritePath) -> bool {
         let started = Instant::now();
-        let committed_pos = head.load(Ordering::Acquire);
-        let (finishes, outcome) = commit_group(&mut conn, &mut batch, committed_pos);
+        let committed_pos = path.head.load(Ordering::Acquire);
+        let (finishes, outcome) = commit_group(&mut self.conn, batch, committed_pos);
         match outcome {
             Ok((pos, events, messages)) => {
-                head.store(pos, Ordering::Release);
+                path.head.store(pos, Ordering::Release);
                 for finish in finishes {
                     finish(None);
                 }
-                if let Some(listener) = listener.get() {
+                if let Some(listener) = path.listener.get() {
                     listener(CommitBatch {
                         events,
                         messages,
                         duration: started.elapsed(),
                     });
                 }
-                wal.after_commit(&conn);
+                true
             }
             Err(error) => {
                 for finish in finishes {
                     finish(Some(&error));
                 }
+                false
             }
         }
     }
 }
 
 type GroupOutcome = Result<(Pos, Vec<Event>, usize)>;
+
+/// The newest committed position: the larger of `meta.pos` and the newest message's (the last
+/// entry of the `messages` b-tree, whose key is the position). A commit group records its last
+/// position in `meta` only when it was not a message's: rewriting that page on every commit was
+/// one of the seven or so log frames a lone message costs. Messages are never deleted, so the
+/// newest one stays.
+const HEAD_SQL: &str = "SELECT MAX((SELECT value FROM meta WHERE key = 'pos'),
+                                   COALESCE((SELECT MAX(pos) FROM messages), 0))";
 
 /// Run a statement through the statement cache: the savepoints around every job would otherwise
 /// be parsed again each time.
@@ -382,7 +468,7 @@ fn commit_group(
     // Through the statement cache, as every statement of the writer: parsing and planning these
     // two on every commit group was a tenth of the writer's time.
     let committed_pos = match tx
-        .prepare_cached("SELECT value FROM meta WHERE key = 'pos'")
+        .prepare_cached(HEAD_SQL)
         .and_then(|mut s| s.query_row([], |r| r.get::<_, Pos>(0)))
     {
         Ok(pos) => pos.max(committed_pos),
@@ -439,7 +525,12 @@ fn commit_group(
         return (finishes, Err(error));
     }
     let (pos, events, messages) = (ctx.next_pos, ctx.events, ctx.messages);
-    let record_pos = if pos != committed_pos {
+    // A group whose last position went to a message leaves `meta` alone (see `HEAD_SQL`).
+    let last_message_pos = events.iter().rev().find_map(|event| match event {
+        Event::Message(message) => Some(message.pos),
+        _ => None,
+    });
+    let record_pos = if pos != committed_pos && last_message_pos != Some(pos) {
         tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'pos'")
             .and_then(|mut s| s.execute([pos]))
             .map(|_| ())
@@ -451,4 +542,96 @@ fn commit_group(
         .map(|_| (pos, events, messages))
         .map_err(db_error);
     (finishes, outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    fn store(name: &str, durability: Durability) -> (SqliteStore, PathBuf) {
+        let path = std::env::temp_dir().join(format!("natter-{name}-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let mut config = SqliteConfig::new(&path);
+        config.durability = durability;
+        (SqliteStore::open(config).unwrap(), path)
+    }
+
+    /// The name of the thread a write job ran on.
+    async fn committed_on(store: &SqliteStore) -> Option<String> {
+        store
+            .write(|_| Ok(std::thread::current().name().map(String::from)))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_write_to_an_idle_writer_commits_on_the_calling_thread() {
+        let (store, path) = store("inline", Durability::Crash);
+        let here = std::thread::current().name().map(String::from);
+        assert_eq!(committed_on(&store).await, here);
+        drop(store);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[tokio::test]
+    async fn with_an_fsync_per_commit_every_write_goes_to_the_writer_thread() {
+        let (store, path) = store("inline-power", Durability::Power);
+        assert_eq!(
+            committed_on(&store).await.as_deref(),
+            Some("natter-sqlite-writer")
+        );
+        drop(store);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    /// A job queued before this one, even one the writer has not started, keeps it from
+    /// committing here: it would overtake it.
+    #[tokio::test]
+    async fn a_write_behind_queued_jobs_joins_the_queue() {
+        let (store, path) = store("inline-queued", Durability::Crash);
+        store.path.queued.fetch_add(1, Ordering::AcqRel);
+        let on = committed_on(&store).await;
+        store.path.queued.fetch_sub(1, Ordering::AcqRel);
+        assert_eq!(on.as_deref(), Some("natter-sqlite-writer"));
+        drop(store);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[tokio::test]
+    async fn a_write_while_another_commits_joins_the_queue() {
+        let (store, path) = store("inline-busy", Durability::Crash);
+        let store = Arc::new(store);
+        let (held, holding) = mpsc::channel();
+        let (release, released) = mpsc::channel::<()>();
+        let path_shared = store.path.clone();
+        let holder = std::thread::spawn(move || {
+            let _writer = path_shared.writer.lock().unwrap();
+            held.send(()).unwrap();
+            let _ = released.recv();
+        });
+        holding.recv().unwrap();
+        let writing = {
+            let store = store.clone();
+            tokio::spawn(async move { committed_on(&store).await })
+        };
+        // The job is queued (the writer thread waits for the lock), not committed.
+        while store.path.queued.load(Ordering::Acquire) == 0 {
+            tokio::task::yield_now().await;
+        }
+        release.send(()).unwrap();
+        holder.join().unwrap();
+        assert_eq!(
+            writing.await.unwrap().as_deref(),
+            Some("natter-sqlite-writer")
+        );
+        // Once the queue is empty, the next write commits here again.
+        while store.path.queued.load(Ordering::Acquire) != 0 {
+            tokio::task::yield_now().await;
+        }
+        let here = std::thread::current().name().map(String::from);
+        assert_eq!(committed_on(&store).await, here);
+        drop(store);
+        let _ = std::fs::remove_file(&path);
+    }
 }

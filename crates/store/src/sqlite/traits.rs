@@ -337,7 +337,7 @@ impl MessageStore for SqliteStore {
 
 impl Store for SqliteStore {
     fn set_commit_listener(&self, listener: CommitListener) {
-        if self.listener.set(listener).is_err() {
+        if self.path.listener.set(listener).is_err() {
             tracing::warn!("commit listener already set; keeping the first");
         }
     }
