@@ -49,6 +49,7 @@ where
     markers_move_forward_only_and_count_unread(&*fresh().await).await;
     history_pages_both_ways(&*fresh().await).await;
     changes_since_a_cursor_are_found(&*fresh().await).await;
+    position_ranges_find_exactly_the_messages_between(&*fresh().await).await;
     commits_reach_the_listener_in_order(&*fresh().await).await;
     concurrent_sends_get_distinct_consecutive_seqs(fresh().await).await;
     appends_in_one_group_are_answered_each_on_its_own(fresh().await).await;
@@ -382,6 +383,66 @@ pub async fn commits_reach_the_listener_in_order(store: &dyn Store) {
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 11, "creation and ten messages");
     assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+}
+
+/// Two conversations written in turns, with receipts (positions that are not messages) between:
+/// every range of positions, from every position to every other, reads exactly the messages of
+/// one conversation inside it, in order, cut by `max_seq` and `limit`.
+pub async fn position_ranges_find_exactly_the_messages_between(store: &dyn Store) {
+    let (alice, bob, carol) = (
+        user(store, "alice").await,
+        user(store, "bob").await,
+        user(store, "carol").await,
+    );
+    let (ab, _) = store.create_direct(alice, bob, 1).await.unwrap();
+    let (ac, _) = store.create_direct(alice, carol, 1).await.unwrap();
+    let mut positions = vec![0, store.head().await.unwrap()];
+    let mut stored: Vec<(u64, u64, u64)> = Vec::new();
+    for i in 0..23u64 {
+        let id = if i % 3 == 0 { ac } else { ab };
+        let ack = store
+            .append(new_message(id, alice, &format!("r{i}")))
+            .await
+            .unwrap();
+        stored.push((id, ack.seq, ack.pos));
+        positions.push(ack.pos);
+        if i % 4 == 1 {
+            let reader = if id == ab { bob } else { carol };
+            let receipt = store.mark(reader, id, None, Some(ack.seq)).await.unwrap();
+            positions.push(receipt.pos);
+        }
+    }
+    positions.push(store.head().await.unwrap() + 5);
+    for &id in &[ab, ac] {
+        for &after in &positions {
+            for &up_to in &positions {
+                for (max_seq, limit) in [(None, 100), (Some(4), 100), (None, 2)] {
+                    let expected: Vec<(u64, u64)> = stored
+                        .iter()
+                        .filter(|(c, seq, pos)| {
+                            *c == id
+                                && *pos > after
+                                && *pos <= up_to
+                                && max_seq.is_none_or(|m| *seq <= m)
+                        })
+                        .map(|(_, seq, pos)| (*seq, *pos))
+                        .take(limit as usize)
+                        .collect();
+                    let found: Vec<(u64, u64)> = store
+                        .messages_in_pos_range(id, after, up_to, max_seq, limit)
+                        .await
+                        .unwrap()
+                        .iter()
+                        .map(|m| (m.seq, m.pos))
+                        .collect();
+                    assert_eq!(
+                        found, expected,
+                        "{id} ({after}, {up_to}] {max_seq:?} {limit}"
+                    );
+                }
+            }
+        }
+    }
 }
 
 pub async fn concurrent_sends_get_distinct_consecutive_seqs(store: Arc<dyn Store>) {

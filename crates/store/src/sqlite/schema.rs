@@ -3,7 +3,8 @@
 use rusqlite::Connection;
 
 /// Each entry migrates from version `index` to `index + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -57,8 +58,7 @@ CREATE TABLE members (
 ) WITHOUT ROWID;
 CREATE INDEX members_by_user ON members (user_id, conversation_id);
 
--- A message is stored once, never once per recipient. Its pos is the rowid, so the index on
--- conversation_id alone orders a conversation's messages by pos.
+-- A message is stored once, never once per recipient. Its pos is the rowid.
 CREATE TABLE messages (
     pos             INTEGER PRIMARY KEY,
     conversation_id INTEGER NOT NULL,
@@ -73,7 +73,12 @@ CREATE UNIQUE INDEX messages_by_seq ON messages (conversation_id, seq);
 CREATE INDEX messages_by_pos ON messages (conversation_id);
 CREATE UNIQUE INDEX messages_by_client_id ON messages (sender_id, client_msg_id)
     WHERE client_msg_id IS NOT NULL;
-"#];
+"#,
+    // Within a conversation positions grow with seqs: a position range is found as a seq range
+    // through `messages_by_seq` (`reads::seq_at_pos`), and an index on positions that every
+    // append updated goes.
+    "DROP INDEX messages_by_pos;",
+];
 
 /// Bring a database to the newest schema version.
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
