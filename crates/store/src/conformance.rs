@@ -304,7 +304,16 @@ pub async fn history_pages_both_ways(store: &dyn Store) {
     assert_eq!((seqs(&after), after.more), (vec![8, 9], true));
 }
 
-pub async fn changes_since_a_cursor_are_found(store: &dyn Store) {
+/// Alice with a direct conversation with Bob and one with Carol.
+struct Trio {
+    alice: UserId,
+    bob: UserId,
+    carol: UserId,
+    ab: u64,
+    ac: u64,
+}
+
+async fn trio(store: &dyn Store) -> Trio {
     let (alice, bob, carol) = (
         user(store, "alice").await,
         user(store, "bob").await,
@@ -312,6 +321,23 @@ pub async fn changes_since_a_cursor_are_found(store: &dyn Store) {
     );
     let (ab, _) = store.create_direct(alice, bob, 1).await.unwrap();
     let (ac, _) = store.create_direct(alice, carol, 1).await.unwrap();
+    Trio {
+        alice,
+        bob,
+        carol,
+        ab,
+        ac,
+    }
+}
+
+pub async fn changes_since_a_cursor_are_found(store: &dyn Store) {
+    let Trio {
+        alice,
+        bob,
+        carol,
+        ab,
+        ac,
+    } = trio(store).await;
     store.append(new_message(ab, bob, "1")).await.unwrap();
     let cursor = store.head().await.unwrap();
     store.append(new_message(ac, carol, "2")).await.unwrap();
@@ -389,13 +415,13 @@ pub async fn commits_reach_the_listener_in_order(store: &dyn Store) {
 /// every range of positions, from every position to every other, reads exactly the messages of
 /// one conversation inside it, in order, cut by `max_seq` and `limit`.
 pub async fn position_ranges_find_exactly_the_messages_between(store: &dyn Store) {
-    let (alice, bob, carol) = (
-        user(store, "alice").await,
-        user(store, "bob").await,
-        user(store, "carol").await,
-    );
-    let (ab, _) = store.create_direct(alice, bob, 1).await.unwrap();
-    let (ac, _) = store.create_direct(alice, carol, 1).await.unwrap();
+    let Trio {
+        alice,
+        bob,
+        carol,
+        ab,
+        ac,
+    } = trio(store).await;
     let mut positions = vec![0, store.head().await.unwrap()];
     let mut stored: Vec<(u64, u64, u64)> = Vec::new();
     for i in 0..23u64 {

@@ -598,6 +598,15 @@ mod tests {
         let _ = std::fs::remove_file(&path);
     }
 
+    /// Wait (at most 10 s) until the count of queued jobs satisfies `done`.
+    async fn queued_until(store: &SqliteStore, done: impl Fn(usize) -> bool) {
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while !done(store.path.queued.load(Ordering::Acquire)) {
+            assert!(Instant::now() < deadline, "the queue never got there");
+            tokio::task::yield_now().await;
+        }
+    }
+
     #[tokio::test]
     async fn a_write_while_another_commits_joins_the_queue() {
         let (store, path) = store("inline-busy", Durability::Crash);
@@ -616,9 +625,7 @@ mod tests {
             tokio::spawn(async move { committed_on(&store).await })
         };
         // The job is queued (the writer thread waits for the lock), not committed.
-        while store.path.queued.load(Ordering::Acquire) == 0 {
-            tokio::task::yield_now().await;
-        }
+        queued_until(&store, |n| n > 0).await;
         release.send(()).unwrap();
         holder.join().unwrap();
         assert_eq!(
@@ -626,9 +633,7 @@ mod tests {
             Some("natter-sqlite-writer")
         );
         // Once the queue is empty, the next write commits here again.
-        while store.path.queued.load(Ordering::Acquire) != 0 {
-            tokio::task::yield_now().await;
-        }
+        queued_until(&store, |n| n == 0).await;
         let here = std::thread::current().name().map(String::from);
         assert_eq!(committed_on(&store).await, here);
         drop(store);

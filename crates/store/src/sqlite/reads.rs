@@ -371,8 +371,13 @@ pub fn messages_in_pos_range(
     max_seq: Option<Seq>,
     limit: u32,
 ) -> Result<Vec<Message>> {
-    let first = seq_at_pos(conn, id, after)?;
-    let last = seq_at_pos(conn, id, up_to)?.min(max_seq.unwrap_or(u64::MAX >> 1));
+    let Some(mut positions) = SeqPositions::of(conn, id)? else {
+        return Ok(Vec::new());
+    };
+    let first = positions.seq_at(after)?;
+    let last = positions
+        .seq_at(up_to)?
+        .min(max_seq.unwrap_or(u64::MAX >> 1));
     if last <= first {
         return Ok(Vec::new());
     }
@@ -384,44 +389,69 @@ pub fn messages_in_pos_range(
     query_messages(conn, &sql, params![id, first, last, limit])
 }
 
-/// The seq of the newest message of conversation `id` at or before position `pos` (0: none).
+/// Where a conversation's messages are in the change stream, looked up through
+/// `messages_by_seq`.
 ///
 /// Within a conversation seqs and positions grow together (an append takes both in one job) and
-/// seqs have no gaps, so a binary search over seqs through `messages_by_seq` finds it: a few
-/// index lookups per conversation and sync page, instead of an index on positions that every
-/// append would have to update (a log frame per message).
-fn seq_at_pos(conn: &Connection, id: ConversationId, pos: Pos) -> Result<Seq> {
-    let mut pos_of = conn
-        .prepare_cached("SELECT pos FROM messages WHERE conversation_id = ?1 AND seq = ?2")
-        .map_err(db_error)?;
-    let mut pos_of = |seq: Seq| -> Result<Pos> {
-        pos_of
+/// seqs have no gaps, so the newest message at or before a position is found by a binary search
+/// over seqs: a few index lookups per conversation and sync page, instead of an index on
+/// positions that every append would have to update (a log frame per message).
+struct SeqPositions<'c> {
+    pos_of_seq: rusqlite::CachedStatement<'c>,
+    id: ConversationId,
+    newest: Seq,
+    newest_pos: Pos,
+}
+
+impl<'c> SeqPositions<'c> {
+    /// None for a conversation without messages.
+    fn of(conn: &'c Connection, id: ConversationId) -> Result<Option<SeqPositions<'c>>> {
+        let newest: Option<Seq> = conn
+            .prepare_cached("SELECT MAX(seq) FROM messages WHERE conversation_id = ?1")
+            .and_then(|mut s| s.query_row(params![id], |r| r.get(0)))
+            .map_err(db_error)?;
+        let Some(newest) = newest else {
+            return Ok(None);
+        };
+        let pos_of_seq = conn
+            .prepare_cached("SELECT pos FROM messages WHERE conversation_id = ?1 AND seq = ?2")
+            .map_err(db_error)?;
+        let mut positions = SeqPositions {
+            pos_of_seq,
+            id,
+            newest,
+            newest_pos: 0,
+        };
+        positions.newest_pos = positions.pos_of(newest)?;
+        Ok(Some(positions))
+    }
+
+    fn pos_of(&mut self, seq: Seq) -> Result<Pos> {
+        let id = self.id;
+        self.pos_of_seq
             .query_row(params![id, seq], |r| r.get(0))
             .optional()
             .map_err(db_error)?
             .ok_or_else(|| Error::internal(format!("conversation {id} has no seq {seq}")))
-    };
-    let newest: Option<Seq> = conn
-        .prepare_cached("SELECT MAX(seq) FROM messages WHERE conversation_id = ?1")
-        .and_then(|mut s| s.query_row(params![id], |r| r.get(0)))
-        .map_err(db_error)?;
-    let Some(newest) = newest else {
-        return Ok(0);
-    };
-    // Most reads ask up to the head, or after a position past the newest message.
-    if pos_of(newest)? <= pos {
-        return Ok(newest);
     }
-    // The answer is in [low, high]: seq `low` is at or before `pos` (0 always is), `high + 1`
-    // is after it.
-    let (mut low, mut high) = (0, newest - 1);
-    while low < high {
-        let middle = low + (high - low).div_ceil(2);
-        if pos_of(middle)? <= pos {
-            low = middle;
-        } else {
-            high = middle - 1;
+
+    /// The seq of the newest message at or before `pos` (0: none).
+    fn seq_at(&mut self, pos: Pos) -> Result<Seq> {
+        // Most reads ask up to the head, or after a position past the newest message.
+        if self.newest_pos <= pos {
+            return Ok(self.newest);
         }
+        // The answer is in [low, high]: seq `low` is at or before `pos` (0 always is), `high + 1`
+        // is after it.
+        let (mut low, mut high) = (0, self.newest.saturating_sub(1));
+        while low < high {
+            let middle = low + (high - low).div_ceil(2);
+            if self.pos_of(middle)? <= pos {
+                low = middle;
+            } else {
+                high = middle - 1;
+            }
+        }
+        Ok(low)
     }
-    Ok(low)
 }

@@ -75,7 +75,7 @@ CREATE UNIQUE INDEX messages_by_client_id ON messages (sender_id, client_msg_id)
     WHERE client_msg_id IS NOT NULL;
 "#,
     // Within a conversation positions grow with seqs: a position range is found as a seq range
-    // through `messages_by_seq` (`reads::seq_at_pos`), and an index on positions that every
+    // through `messages_by_seq` (`reads::SeqPositions`), and an index on positions that every
     // append updated goes.
     "DROP INDEX messages_by_pos;",
 ];

@@ -234,6 +234,16 @@ macro_rules! inner {
     };
 }
 
+/// `inner!` after writing out what is pending: the inner method must see every write before it.
+macro_rules! after_flush {
+    ($f:expr, $m:ident, $missing:expr $(, $arg:expr)*) => {
+        match flush($f) {
+            ffi::SQLITE_OK => inner!($f, $m, $missing $(, $arg)*),
+            rc => rc,
+        }
+    };
+}
+
 unsafe extern "C" fn close(f: *mut ffi::sqlite3_file) -> c_int {
     // SAFETY: SQLite closes only files we opened.
     let f = unsafe { file(f) };
@@ -256,11 +266,7 @@ unsafe extern "C" fn read(
 ) -> c_int {
     // SAFETY: SQLite calls our methods only on files we opened.
     let f = unsafe { file(f) };
-    let rc = flush(f);
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    inner!(f, xRead, ffi::SQLITE_IOERR_READ, buf, amount, offset)
+    after_flush!(f, xRead, ffi::SQLITE_IOERR_READ, buf, amount, offset)
 }
 
 unsafe extern "C" fn write(
@@ -316,31 +322,19 @@ unsafe extern "C" fn write(
 unsafe extern "C" fn truncate(f: *mut ffi::sqlite3_file, size: ffi::sqlite3_int64) -> c_int {
     // SAFETY: SQLite calls our methods only on files we opened.
     let f = unsafe { file(f) };
-    let rc = flush(f);
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    inner!(f, xTruncate, ffi::SQLITE_IOERR_TRUNCATE, size)
+    after_flush!(f, xTruncate, ffi::SQLITE_IOERR_TRUNCATE, size)
 }
 
 unsafe extern "C" fn sync(f: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
     // SAFETY: SQLite calls our methods only on files we opened.
     let f = unsafe { file(f) };
-    let rc = flush(f);
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    inner!(f, xSync, ffi::SQLITE_IOERR_FSYNC, flags)
+    after_flush!(f, xSync, ffi::SQLITE_IOERR_FSYNC, flags)
 }
 
 unsafe extern "C" fn file_size(f: *mut ffi::sqlite3_file, size: *mut ffi::sqlite3_int64) -> c_int {
     // SAFETY: SQLite calls our methods only on files we opened.
     let f = unsafe { file(f) };
-    let rc = flush(f);
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    inner!(f, xFileSize, ffi::SQLITE_IOERR_FSTAT, size)
+    after_flush!(f, xFileSize, ffi::SQLITE_IOERR_FSTAT, size)
 }
 
 unsafe extern "C" fn lock(f: *mut ffi::sqlite3_file, level: c_int) -> c_int {
@@ -369,11 +363,7 @@ unsafe extern "C" fn check_reserved_lock(f: *mut ffi::sqlite3_file, out: *mut c_
 unsafe extern "C" fn file_control(f: *mut ffi::sqlite3_file, op: c_int, arg: *mut c_void) -> c_int {
     // SAFETY: SQLite calls our methods only on files we opened.
     let f = unsafe { file(f) };
-    let rc = flush(f);
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    inner!(f, xFileControl, ffi::SQLITE_NOTFOUND, op, arg)
+    after_flush!(f, xFileControl, ffi::SQLITE_NOTFOUND, op, arg)
 }
 
 unsafe extern "C" fn sector_size(f: *mut ffi::sqlite3_file) -> c_int {
@@ -441,11 +431,7 @@ unsafe extern "C" fn fetch(
 ) -> c_int {
     // SAFETY: SQLite calls our methods only on files we opened.
     let f = unsafe { file(f) };
-    let rc = flush(f);
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    inner!(
+    after_flush!(
         f,
         xFetch,
         {
