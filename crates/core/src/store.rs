@@ -220,17 +220,9 @@ pub trait MessageStore: Send + Sync {
         cursor: Pos,
         head: Pos,
     ) -> Result<Vec<ChangedConversation>>;
-    /// Messages of a conversation with `pos` in `(after, up_to]` and `seq <= max_seq`, by `pos`.
-    async fn messages_in_pos_range(
-        &self,
-        id: ConversationId,
-        after: Pos,
-        up_to: Pos,
-        max_seq: Option<Seq>,
-        limit: u32,
-    ) -> Result<Vec<Message>>;
-    /// `messages_in_pos_range` for several conversations (each with its `max_seq`) at once, in
-    /// the order asked: what a sync page reads, in one go.
+    /// For each conversation asked (with its `max_seq`), in the order asked: its messages with
+    /// `pos` in `(after, up_to]` and `seq <= max_seq`, by `pos`, at most `limit` of them. What a
+    /// sync page reads, in one go.
     async fn messages_in_pos_ranges(
         &self,
         conversations: Vec<(ConversationId, Option<Seq>)>,

@@ -21,6 +21,23 @@ async fn user(store: &dyn Store, name: &str) -> UserId {
         .id
 }
 
+/// One conversation's messages with `pos` in `(after, up_to]` (and `seq <= max_seq`).
+pub async fn pos_range(
+    store: &dyn Store,
+    id: u64,
+    after: u64,
+    up_to: u64,
+    max_seq: Option<u64>,
+    limit: u32,
+) -> Vec<natter_proto::Message> {
+    let mut found = store
+        .messages_in_pos_ranges(vec![(id, max_seq)], after, up_to, limit)
+        .await
+        .expect("read a position range");
+    assert_eq!(found.len(), 1, "one answer per conversation asked");
+    found.pop().unwrap_or_default()
+}
+
 fn new_message(conversation_id: u64, sender_id: UserId, client_msg_id: &str) -> NewMessage {
     NewMessage {
         conversation_id,
@@ -347,12 +364,9 @@ pub async fn changes_since_a_cursor_are_found(store: &dyn Store) {
     let mut ids: Vec<u64> = changed.iter().map(|c| c.id).collect();
     ids.sort_unstable();
     assert_eq!(ids, vec![ab, ac]);
-    let messages = store
-        .messages_in_pos_range(ac, cursor, head, None, 10)
-        .await
-        .unwrap();
+    let messages = pos_range(store, ac, cursor, head, None, 10).await;
     assert_eq!(messages.len(), 1);
-    // The batched reads a sync page uses answer as the single ones do, in the order asked.
+    // Several conversations at once answer as each alone does, in the order asked.
     let batched = store
         .messages_in_pos_ranges(vec![(ac, None), (ab, None), (ab, Some(0))], 0, head, 10)
         .await
@@ -454,10 +468,8 @@ pub async fn position_ranges_find_exactly_the_messages_between(store: &dyn Store
                         .map(|(_, seq, pos)| (*seq, *pos))
                         .take(limit as usize)
                         .collect();
-                    let found: Vec<(u64, u64)> = store
-                        .messages_in_pos_range(id, after, up_to, max_seq, limit)
+                    let found: Vec<(u64, u64)> = pos_range(store, id, after, up_to, max_seq, limit)
                         .await
-                        .unwrap()
                         .iter()
                         .map(|m| (m.seq, m.pos))
                         .collect();

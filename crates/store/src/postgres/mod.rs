@@ -58,7 +58,7 @@ use natter_core::{Error, Result};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::NoTls;
 
-use writer::{Op, Reply};
+use writer::{Job, Reply};
 
 pub use schema::VERSION as SCHEMA_VERSION;
 
@@ -138,7 +138,7 @@ pub fn redact(url: &str) -> String {
 
 /// The PostgreSQL implementation of `natter_core::Store`.
 pub struct PostgresStore {
-    jobs: mpsc::Sender<Op>,
+    jobs: mpsc::Sender<Job>,
     pool: Pool,
     listener: Arc<OnceLock<CommitListener>>,
 }
@@ -281,10 +281,10 @@ impl PostgresStore {
     }
 
     /// Run `op` in the writer's next commit group; resolves after the commit.
-    async fn write<T>(&self, op: impl FnOnce(Reply<T>) -> Op) -> Result<T> {
+    async fn write<T, J: Into<Job>>(&self, job: impl FnOnce(Reply<T>) -> J) -> Result<T> {
         let (reply, answer) = oneshot::channel();
         self.jobs
-            .send(op(reply))
+            .send(job(reply).into())
             .await
             .map_err(|_| Error::internal("the writer has stopped"))?;
         answer

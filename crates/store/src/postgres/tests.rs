@@ -373,10 +373,15 @@ async fn two_nodes_append_concurrently_in_order() {
             let mut turn = 0;
             while !done.load(Ordering::Acquire) {
                 let head = nodes[turn % 2].head().await.unwrap();
-                let seen = nodes[(turn + 1) % 2]
-                    .messages_in_pos_range(id, 0, head, None, 10_000)
-                    .await
-                    .unwrap();
+                let seen = crate::conformance::pos_range(
+                    &*nodes[(turn + 1) % 2],
+                    id,
+                    0,
+                    head,
+                    None,
+                    10_000,
+                )
+                .await;
                 let seqs: Vec<u64> = seen.iter().map(|m| m.seq).collect();
                 assert_eq!(
                     seqs,

@@ -11,7 +11,7 @@ use natter_proto::{
     Seq, User, UserId,
 };
 
-use super::writer::Op;
+use super::writer::{Job, Op};
 use super::{PostgresStore, reads};
 
 #[async_trait]
@@ -251,7 +251,7 @@ impl ConversationStore for PostgresStore {
 #[async_trait]
 impl MessageStore for PostgresStore {
     async fn append(&self, message: NewMessage) -> Result<Ack> {
-        self.write(|reply| Op::Append { message, reply }).await
+        self.write(|reply| Job::Append { message, reply }).await
     }
 
     async fn history(
@@ -295,17 +295,6 @@ impl MessageStore for PostgresStore {
         _head: Pos,
     ) -> Result<Vec<ChangedConversation>> {
         reads::changed_since(&self.conn().await?, user, cursor).await
-    }
-
-    async fn messages_in_pos_range(
-        &self,
-        id: ConversationId,
-        after: Pos,
-        up_to: Pos,
-        max_seq: Option<Seq>,
-        limit: u32,
-    ) -> Result<Vec<Message>> {
-        reads::messages_in_pos_range(&self.conn().await?, id, after, up_to, max_seq, limit).await
     }
 
     async fn messages_in_pos_ranges(

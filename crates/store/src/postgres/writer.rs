@@ -19,7 +19,35 @@ const WRITE_LOCK: i64 = 7_953_766_460_180_004_865;
 /// Where a job's outcome goes.
 pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
 
-/// One write job, with the channel its caller waits on.
+/// What the writer's queue holds: appends, which run in pipelined runs without savepoints
+/// (`writes::append_run`), and every other job, which runs in a savepoint of its own.
+pub(crate) enum Job {
+    Append {
+        message: NewMessage,
+        reply: Reply<Ack>,
+    },
+    Op(Op),
+}
+
+impl From<Op> for Job {
+    fn from(op: Op) -> Job {
+        Job::Op(op)
+    }
+}
+
+impl Job {
+    /// Answer a job that did not run (or whose group failed before it ran) with `error`.
+    fn fail(self, error: &Error) {
+        match self {
+            Job::Append { reply, .. } => {
+                let _ = reply.send(Err(error.clone()));
+            }
+            Job::Op(op) => op.fail(error),
+        }
+    }
+}
+
+/// A write job other than an append, with the channel its caller waits on.
 pub(crate) enum Op {
     CreateUser {
         username: String,
@@ -97,10 +125,6 @@ pub(crate) enum Op {
         now_ms: u64,
         reply: Reply<()>,
     },
-    Append {
-        message: NewMessage,
-        reply: Reply<Ack>,
-    },
     Mark {
         user: UserId,
         id: ConversationId,
@@ -131,9 +155,6 @@ impl Op {
                 let _ = reply.send(Err(error));
             }
             Op::CreateDirect { reply, .. } => {
-                let _ = reply.send(Err(error));
-            }
-            Op::Append { reply, .. } => {
                 let _ = reply.send(Err(error));
             }
             Op::Mark { reply, .. } => {
@@ -286,16 +307,6 @@ async fn run_op(ctx: &mut WriteCtx<'_>, op: Op) -> (bool, Finish) {
             writes::set_title(ctx, actor, id, &title, now_ms).await,
             reply,
         ),
-        // Appends normally run in pipelined runs (see `commit_group`); one alone is a run of one.
-        Op::Append { message, reply } => {
-            let outcome = match writes::append_run(ctx, vec![message]).await {
-                Ok(mut outcomes) => outcomes
-                    .pop()
-                    .unwrap_or_else(|| Err(Error::internal("no answer from the database"))),
-                Err(e) => Err(e),
-            };
-            settle(outcome, reply)
-        }
         Op::Mark {
             user,
             id,
@@ -309,12 +320,12 @@ async fn run_op(ctx: &mut WriteCtx<'_>, op: Op) -> (bool, Finish) {
 /// The writer: one commit group at a time, on one connection it replaces whenever a group fails.
 pub(crate) async fn run(
     pool: Pool,
-    mut queue: mpsc::Receiver<Op>,
+    mut queue: mpsc::Receiver<Job>,
     listener: Arc<OnceLock<CommitListener>>,
     group_max: usize,
 ) {
     let mut kept: Option<Object> = None;
-    let mut batch: Vec<Op> = Vec::with_capacity(group_max);
+    let mut batch: Vec<Job> = Vec::with_capacity(group_max);
     while queue.recv_many(&mut batch, group_max).await > 0 {
         let started = Instant::now();
         let mut conn = match kept.take() {
@@ -328,8 +339,8 @@ pub(crate) async fn run(
                     Ok(conn) => conn,
                     Err(e) => {
                         let error = pool_error(e);
-                        for op in batch.drain(..) {
-                            op.fail(&error);
+                        for job in batch.drain(..) {
+                            job.fail(&error);
                         }
                         continue;
                     }
@@ -382,11 +393,11 @@ async fn lock_and_read_pos(tx: &Transaction<'_>) -> Result<Pos> {
 
 /// Run the batch in one transaction. Every job is either answered already (it never ran) or has
 /// its `Finish` returned, to be called once the outcome of the commit is known.
-async fn commit_group(conn: &mut Object, batch: &mut Vec<Op>) -> (Vec<Finish>, GroupOutcome) {
+async fn commit_group(conn: &mut Object, batch: &mut Vec<Job>) -> (Vec<Finish>, GroupOutcome) {
     let mut finishes = Vec::with_capacity(batch.len());
-    let fail_all = |batch: &mut Vec<Op>, error: Error| {
-        for op in batch.drain(..) {
-            op.fail(&error);
+    let fail_all = |batch: &mut Vec<Job>, error: Error| {
+        for job in batch.drain(..) {
+            job.fail(&error);
         }
         error
     };
@@ -415,40 +426,43 @@ async fn commit_group(conn: &mut Object, batch: &mut Vec<Op>) -> (Vec<Finish>, G
     // runs in a savepoint of its own, so that one failure does not undo the others. A savepoint
     // is opened together with the previous job's release where one follows another.
     let mut savepoint_open = false;
-    let mut ops = batch.drain(..).peekable();
-    while let Some(op) = ops.next() {
-        if let Op::Append { message, reply } = op {
-            let mut run = vec![message];
-            let mut replies = vec![reply];
-            while let Some(Op::Append { .. }) = ops.peek() {
-                if let Some(Op::Append { message, reply }) = ops.next() {
-                    run.push(message);
-                    replies.push(reply);
+    let mut jobs = batch.drain(..).peekable();
+    while let Some(job) = jobs.next() {
+        let op = match job {
+            Job::Op(op) => op,
+            Job::Append { message, reply } => {
+                let mut run = vec![message];
+                let mut replies = vec![reply];
+                while let Some(Job::Append { .. }) = jobs.peek() {
+                    if let Some(Job::Append { message, reply }) = jobs.next() {
+                        run.push(message);
+                        replies.push(reply);
+                    }
                 }
+                match writes::append_run(&mut ctx, run).await {
+                    Ok(outcomes) => {
+                        for (outcome, reply) in outcomes.into_iter().zip(replies) {
+                            finishes.push(settle(outcome, reply).1);
+                        }
+                    }
+                    Err(error) => {
+                        for reply in replies {
+                            let _ = reply.send(Err(error.clone()));
+                        }
+                        for job in jobs {
+                            job.fail(&error);
+                        }
+                        return (finishes, Err(error));
+                    }
+                }
+                continue;
             }
-            match writes::append_run(&mut ctx, run).await {
-                Ok(outcomes) => {
-                    for (outcome, reply) in outcomes.into_iter().zip(replies) {
-                        finishes.push(settle(outcome, reply).1);
-                    }
-                }
-                Err(error) => {
-                    for reply in replies {
-                        let _ = reply.send(Err(error.clone()));
-                    }
-                    for op in ops {
-                        op.fail(&error);
-                    }
-                    return (finishes, Err(error));
-                }
-            }
-            continue;
-        }
+        };
         if !savepoint_open && let Err(e) = tx.batch_execute("SAVEPOINT job").await {
             let error = db_error(e);
             op.fail(&error);
-            for op in ops {
-                op.fail(&error);
+            for job in jobs {
+                job.fail(&error);
             }
             return (finishes, Err(error));
         }
@@ -464,7 +478,7 @@ async fn commit_group(conn: &mut Object, batch: &mut Vec<Op>) -> (Vec<Finish>, G
             "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job"
         };
         // One round trip closes this job's savepoint and opens the next one's.
-        savepoint_open = matches!(ops.peek(), Some(op) if !matches!(op, Op::Append { .. }));
+        savepoint_open = matches!(jobs.peek(), Some(Job::Op(_)));
         let sql = if savepoint_open {
             format!("{close}; SAVEPOINT job")
         } else {
@@ -472,8 +486,8 @@ async fn commit_group(conn: &mut Object, batch: &mut Vec<Op>) -> (Vec<Finish>, G
         };
         if let Err(e) = tx.batch_execute(&sql).await {
             let error = db_error(e);
-            for op in ops {
-                op.fail(&error);
+            for job in jobs {
+                job.fail(&error);
             }
             return (finishes, Err(error));
         }

@@ -302,18 +302,6 @@ impl MessageStore for SqliteStore {
             .await
     }
 
-    async fn messages_in_pos_range(
-        &self,
-        id: ConversationId,
-        after: Pos,
-        up_to: Pos,
-        max_seq: Option<Seq>,
-        limit: u32,
-    ) -> Result<Vec<Message>> {
-        self.read(move |conn| reads::messages_in_pos_range(conn, id, after, up_to, max_seq, limit))
-            .await
-    }
-
     async fn messages_in_pos_ranges(
         &self,
         conversations: Vec<(ConversationId, Option<Seq>)>,
