@@ -17,7 +17,7 @@ mod writes;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, TryLockError};
 use std::time::Instant;
 
 use natter_core::store::{CommitBatch, CommitListener};
@@ -310,8 +310,16 @@ impl SqliteStore {
         if !path.inline || path.queued.load(Ordering::Acquire) != 0 {
             return Some(job);
         }
-        let Ok(mut writer) = path.writer.try_lock() else {
-            return Some(job);
+        let mut writer = match path.writer.try_lock() {
+            Ok(writer) => writer,
+            Err(TryLockError::WouldBlock) => return Some(job),
+            // A job that panicked here before left nothing behind (its transaction rolled back
+            // as it unwound), as the writer thread assumes too: else every later job would take
+            // the thread's road for the rest of the process.
+            Err(TryLockError::Poisoned(poisoned)) => {
+                path.writer.clear_poison();
+                poisoned.into_inner()
+            }
         };
         // Again under the lock: the thread may have taken jobs, not yet committed, since.
         if path.queued.load(Ordering::Acquire) != 0 {
@@ -594,6 +602,39 @@ mod tests {
         let on = committed_on(&store).await;
         store.path.queued.fetch_sub(1, Ordering::AcqRel);
         assert_eq!(on.as_deref(), Some("natter-sqlite-writer"));
+        drop(store);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[tokio::test]
+    async fn a_job_that_panicked_here_does_not_send_the_next_ones_to_the_thread() {
+        let (store, path) = store("inline-panic", Durability::Crash);
+        let store = Arc::new(store);
+        let panicking = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write(|ctx| -> Result<()> {
+                        ctx.conn
+                            .execute("UPDATE meta SET value = value + 1000 WHERE key = 'pos'", [])
+                            .map_err(db_error)?;
+                        panic!("a job that panics halfway")
+                    })
+                    .await
+            })
+        };
+        assert!(panicking.await.is_err_and(|e| e.is_panic()));
+        let here = std::thread::current().name().map(String::from);
+        assert_eq!(committed_on(&store).await, here);
+        // What the panicking job wrote was rolled back.
+        let pos: i64 = store
+            .read(|conn| {
+                conn.query_row("SELECT value FROM meta WHERE key = 'pos'", [], |r| r.get(0))
+                    .map_err(db_error)
+            })
+            .await
+            .unwrap();
+        assert!(pos < 1000, "the panicking job's write survived: {pos}");
         drop(store);
         let _ = std::fs::remove_file(&path);
     }
