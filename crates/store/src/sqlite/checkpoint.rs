@@ -158,7 +158,13 @@ impl WalWatch {
     }
 }
 
+/// The checkpoint thread's nice value: below the threads that serve sends when they want the
+/// same CPU. Its passes are bulk work whose lateness costs nothing until the log nears the
+/// writer's limit, and past twice that the writer checkpoints without it.
+const NICE: libc::c_int = 10;
+
 fn run_checkpointer(conn: Connection, rings: mpsc::Receiver<()>, shared: Arc<Shared>) {
+    lower_priority();
     // Log length at the last checkpoint that reached its end: nothing to do until it changes.
     let mut clean_at: Option<u64> = None;
     loop {
@@ -201,6 +207,24 @@ fn pause(shared: &Shared) {
         std::thread::park_timeout(left);
     }
 }
+
+/// Give the calling thread the nice value `NICE`. Raising one's own nice value needs no
+/// privilege; should it fail anyway, the thread runs at the process's priority, as before.
+#[cfg(target_os = "linux")]
+fn lower_priority() {
+    // SAFETY: `gettid` has no preconditions; `setpriority` on a thread id (Linux: PRIO_PROCESS
+    // with a thread id applies to that thread alone) only reads its arguments.
+    let rc = unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, NICE)
+    };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "lowering the checkpoint thread's priority");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority() {}
 
 /// A passive checkpoint finds the other one (writer or thread) under way now and then: it tries
 /// again later, nothing is wrong. Anything else is worth a warning.
