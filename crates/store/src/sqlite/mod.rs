@@ -639,6 +639,49 @@ mod tests {
         let _ = std::fs::remove_file(&path);
     }
 
+    /// Nice values of this process's checkpoint threads (`/proc`, Linux).
+    #[cfg(target_os = "linux")]
+    fn checkpoint_thread_nices() -> Vec<i64> {
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return Vec::new();
+        };
+        tasks
+            .filter_map(|task| {
+                let dir = task.ok()?.path();
+                let name = std::fs::read_to_string(dir.join("comm")).ok()?;
+                // Thread names are cut to 15 bytes.
+                if name.trim_end() != "natter-sqlite-c" {
+                    return None;
+                }
+                let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+                // Fields after the parenthesized name; the nice value is the 19th field.
+                let after_name = &stat[stat.rfind(')')? + 2..];
+                after_name.split(' ').nth(16)?.parse().ok()
+            })
+            .collect()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_checkpoint_thread_yields_the_cpu() {
+        let (store, path) = store("checkpoint-nice", Durability::Crash);
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let nices = checkpoint_thread_nices();
+            // At least the nice value it asks for; more if the tests run niced already.
+            if !nices.is_empty() && nices.iter().all(|&n| n >= 10) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "checkpoint threads' nice values: {nices:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        drop(store);
+        let _ = std::fs::remove_file(&path);
+    }
+
     /// Wait (at most 10 s) until the count of queued jobs satisfies `done`.
     async fn queued_until(store: &SqliteStore, done: impl Fn(usize) -> bool) {
         let deadline = Instant::now() + std::time::Duration::from_secs(10);
