@@ -655,7 +655,7 @@ mod tests {
                 }
                 let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
                 // Fields after the parenthesized name; the nice value is the 19th field.
-                let after_name = &stat[stat.rfind(')')? + 2..];
+                let after_name = stat.get(stat.rfind(')')? + 2..)?;
                 after_name.split(' ').nth(16)?.parse().ok()
             })
             .collect()
