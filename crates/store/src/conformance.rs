@@ -159,6 +159,30 @@ pub async fn a_resent_client_msg_id_is_acked_once(store: &dyn Store) {
     assert_eq!(other.seq, 2);
     let page = store.history(id, None, None, None, 10).await.unwrap();
     assert_eq!(page.messages.len(), 2);
+    // A resend is acknowledged as what was stored, whatever it says now: another conversation,
+    // a `reply_to` that does not exist, or a sender who has left since.
+    let group = store.create_group(alice, "g", &[bob], 2).await.unwrap();
+    let mut elsewhere = new_message(group, alice, "same");
+    elsewhere.reply_to = Some(99);
+    let again = store.append(elsewhere).await.unwrap();
+    assert!(again.duplicate);
+    assert_eq!((again.conversation_id, again.seq), (id, first.seq));
+    let said = store
+        .append(new_message(group, bob, "before"))
+        .await
+        .unwrap();
+    store.remove_member(bob, group, bob, 3).await.unwrap();
+    let after_leaving = store
+        .append(new_message(group, bob, "before"))
+        .await
+        .unwrap();
+    assert!(after_leaving.duplicate);
+    assert_eq!((after_leaving.seq, after_leaving.pos), (said.seq, said.pos));
+    let refused = store
+        .append(new_message(group, bob, "new"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code, ErrorCode::NotMember);
 }
 
 pub async fn only_members_send(store: &dyn Store) {

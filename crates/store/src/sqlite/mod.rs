@@ -86,6 +86,11 @@ pub(crate) struct WriteCtx<'a> {
 }
 
 impl WriteCtx<'_> {
+    /// The position `take_pos` will take next.
+    pub fn peek_pos(&self) -> Pos {
+        self.next_pos + 1
+    }
+
     /// Take the next position of the change stream.
     pub fn take_pos(&mut self) -> Pos {
         self.next_pos += 1;

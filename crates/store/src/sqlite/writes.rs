@@ -15,7 +15,8 @@ use super::{WriteCtx, db_error, reads};
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(
         e,
-        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
     )
 }
 
@@ -61,9 +62,9 @@ fn next_seq(ctx: &mut WriteCtx, id: ConversationId, pos: u64, now_ms: u64) -> Re
     seq.ok_or_else(|| Error::not_found(format!("no conversation {id}")))
 }
 
-fn insert_message(ctx: &mut WriteCtx, message: &Message) -> Result<()> {
+fn insert_message(ctx: &mut WriteCtx, message: &Message) -> rusqlite::Result<()> {
     let content = serde_json::to_string(&message.content)
-        .map_err(|e| Error::internal(format!("encoding content: {e}")))?;
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
     ctx.conn
         .prepare_cached(
             "INSERT INTO messages (pos, conversation_id, seq, sender_id, client_msg_id, content, reply_to, sent_at_ms)
@@ -80,68 +81,122 @@ fn insert_message(ctx: &mut WriteCtx, message: &Message) -> Result<()> {
                 message.reply_to,
                 message.sent_at_ms
             ])
-        })
-        .map_err(db_error)?;
+        })?;
     Ok(())
 }
 
-/// Append a user's message (D1–D3).
-pub fn append(ctx: &mut WriteCtx, new: NewMessage) -> Result<Ack> {
-    let first: Option<(ConversationId, Seq, u64, u64)> = ctx
-        .conn
+/// The ack of the message `sender` already sent under `client_msg_id`, if any (D3).
+fn sent_before(ctx: &WriteCtx, sender: UserId, client_msg_id: &str) -> Result<Option<Ack>> {
+    ctx.conn
         .prepare_cached(
             "SELECT conversation_id, seq, pos, sent_at_ms FROM messages
              WHERE sender_id = ?1 AND client_msg_id = ?2",
         )
         .and_then(|mut s| {
-            s.query_row(params![new.sender_id, new.client_msg_id], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            s.query_row(params![sender, client_msg_id], |r| {
+                Ok(Ack {
+                    conversation_id: r.get(0)?,
+                    client_msg_id: client_msg_id.to_string(),
+                    seq: r.get(1)?,
+                    pos: r.get(2)?,
+                    sent_at_ms: r.get(3)?,
+                    duplicate: true,
+                })
+            })
+            .optional()
+        })
+        .map_err(db_error)
+}
+
+/// Append a user's message (D1–D3).
+///
+/// Four statements on the way of a new message, and none of them writes before every reason to
+/// refuse is known (the job runs without a savepoint): one read of the conversation's last seq
+/// and the sender's membership, the insert — whose unique index on (sender, client message id)
+/// is the dedupe check, so a resend costs a failed insert and a lookup instead of every send
+/// paying the lookup — then the conversation's and the sender's rows. The conversation's seq is
+/// read and written back rather than taken by `UPDATE … RETURNING`, which builds a temporary
+/// table for its one row on every run.
+pub fn append(ctx: &mut WriteCtx, new: NewMessage) -> Result<Ack> {
+    let state: Option<(Seq, bool)> = ctx
+        .conn
+        .prepare_cached(
+            "SELECT c.last_seq, m.left_seq IS NULL FROM members m
+             JOIN conversations c ON c.id = m.conversation_id
+             WHERE m.conversation_id = ?1 AND m.user_id = ?2",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![new.conversation_id, new.sender_id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
             })
             .optional()
         })
         .map_err(db_error)?;
-    if let Some((conversation_id, seq, pos, sent_at_ms)) = first {
-        return Ok(Ack {
-            conversation_id,
-            client_msg_id: new.client_msg_id,
-            seq,
-            pos,
-            sent_at_ms,
-            duplicate: true,
-        });
-    }
-    reads::active_membership(ctx.conn, new.conversation_id, new.sender_id)?;
+    let last_seq = match state {
+        Some((last_seq, true)) => last_seq,
+        // A member who left may still resend what they sent before: it was stored (D3).
+        _ => {
+            return match sent_before(ctx, new.sender_id, &new.client_msg_id)? {
+                Some(ack) => Ok(ack),
+                None => Err(Error::not_member()),
+            };
+        }
+    };
     if let Some(reply_to) = new.reply_to {
         let exists = reads::message_by_seq(ctx.conn, new.conversation_id, reply_to)?.is_some();
         if !exists {
+            // A resend of a message stored before is acknowledged, whatever it says now.
+            if let Some(ack) = sent_before(ctx, new.sender_id, &new.client_msg_id)? {
+                return Ok(ack);
+            }
             return Err(Error::invalid(format!(
                 "reply_to {reply_to} is not a message of this conversation"
             )));
         }
     }
-    let pos = ctx.take_pos();
-    let seq = next_seq(ctx, new.conversation_id, pos, new.sent_at_ms)?;
     let message = Message {
         conversation_id: new.conversation_id,
-        seq,
-        pos,
+        seq: last_seq + 1,
+        pos: ctx.peek_pos(),
         sender_id: new.sender_id,
         client_msg_id: Some(new.client_msg_id),
         content: new.content,
         reply_to: new.reply_to,
         sent_at_ms: new.sent_at_ms,
     };
-    insert_message(ctx, &message)?;
+    match insert_message(ctx, &message) {
+        Ok(()) => {}
+        Err(e) if is_unique_violation(&e) => {
+            let client_msg_id = message.client_msg_id.as_deref().unwrap_or_default();
+            return sent_before(ctx, message.sender_id, client_msg_id)?.ok_or_else(|| {
+                // The only unique index a new position and seq can collide with is the dedupe
+                // index: anything else means the writer lost track of the stream.
+                tracing::error!(error = %e, "a new message collided with a stored one");
+                Error::internal("storage error")
+            });
+        }
+        Err(e) => return Err(db_error(e)),
+    }
+    ctx.take_pos();
+    let (id, seq, pos) = (message.conversation_id, message.seq, message.pos);
+    ctx.conn
+        .prepare_cached(
+            "UPDATE conversations SET last_seq = ?2, message_pos = ?3,
+                 last_pos = MAX(last_pos, ?3), last_activity_at_ms = ?4
+             WHERE id = ?1",
+        )
+        .and_then(|mut s| s.execute(params![id, seq, pos, message.sent_at_ms]))
+        .map_err(db_error)?;
     // What you sent you have read.
     ctx.conn
         .prepare_cached(
             "UPDATE members SET delivered_seq = ?3, read_seq = ?3
              WHERE conversation_id = ?1 AND user_id = ?2",
         )
-        .and_then(|mut s| s.execute(params![message.conversation_id, message.sender_id, seq]))
+        .and_then(|mut s| s.execute(params![id, message.sender_id, seq]))
         .map_err(db_error)?;
     let ack = Ack {
-        conversation_id: message.conversation_id,
+        conversation_id: id,
         client_msg_id: message.client_msg_id.clone().unwrap_or_default(),
         seq,
         pos,
@@ -178,7 +233,7 @@ fn system_change(
         reply_to: None,
         sent_at_ms: now_ms,
     };
-    insert_message(ctx, &message)?;
+    insert_message(ctx, &message).map_err(db_error)?;
     // The actor knows what they just did: it is not unread for them.
     ctx.conn
         .execute(
