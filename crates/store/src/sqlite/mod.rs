@@ -265,8 +265,9 @@ impl SqliteStore {
     }
 
     /// `write` without a savepoint, for a job that refuses only before it writes anything (an
-    /// append: the dedupe, membership and `reply_to` checks come first). Two statements fewer
-    /// per message, and no page copied into the savepoint's journal.
+    /// append: the membership and `reply_to` checks come first, and its insert, which fails
+    /// alone on a duplicate, is its first write). Two statements fewer per message, and no page
+    /// copied into the savepoint's journal.
     pub(crate) async fn write_unguarded<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut WriteCtx) -> Result<T> + Send + 'static,
