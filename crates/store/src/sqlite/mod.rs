@@ -231,7 +231,11 @@ impl SqliteStore {
         let group_max = config.commit_group_max.max(1);
         // Once the log restarts, its file is cut back to this size.
         writer
-            .pragma_update(None, "journal_size_limit", WAL_BYTES_KEPT)
+            .pragma_update(
+                None,
+                "journal_size_limit",
+                wal_bytes_kept(config.wal_frames_max),
+            )
             .map_err(db_error)?;
         let checkpointer = open_connection(&config.path, config.durability).map_err(db_error)?;
         let wal = WalWatch::start(&mut writer, checkpointer, config.wal_frames_max)?;
@@ -380,8 +384,15 @@ impl SqliteStore {
 /// member and conversation rows): with 1 KiB pages a message writes a quarter of the bytes it
 /// writes with SQLite's default 4 KiB, in the log and again at the checkpoint.
 const PAGE_BYTES: i64 = 1024;
-/// The WAL file is truncated back to this size when the log restarts.
-const WAL_BYTES_KEPT: i64 = 64 * 1024 * 1024;
+/// The size the WAL file is cut back to when the log restarts: the longest it gets without a
+/// reader holding it back (the writer finishes a checkpoint by twice `wal_frames_max`), so that
+/// a restart in the steady state cuts nothing. Cutting it to 64 MiB when it had just grown past
+/// that took a millisecond inside the writer's checkpoint, and the log allocated its blocks
+/// again on the way back up.
+fn wal_bytes_kept(wal_frames_max: u64) -> i64 {
+    let frame_bytes = PAGE_BYTES as u64 + 24;
+    i64::try_from(wal_frames_max.saturating_mul(2 * frame_bytes)).unwrap_or(i64::MAX)
+}
 
 fn run_writer(
     path: Arc<WritePath>,
@@ -569,6 +580,25 @@ mod tests {
         let mut config = SqliteConfig::new(&path);
         config.durability = durability;
         (SqliteStore::open(config).unwrap(), path)
+    }
+
+    #[tokio::test]
+    async fn a_restarted_log_keeps_the_file_at_its_longest_length() {
+        // 65,536 frames of 1,048 bytes, twice: what the log reaches before the writer finishes
+        // a checkpoint whatever the thread has done.
+        assert_eq!(wal_bytes_kept(checkpoint::WRITER_FINISHES_AT), 137_363_456);
+        let (store, path) = store("wal-kept", Durability::Crash);
+        let limit: i64 = store
+            .write(|ctx| {
+                ctx.conn
+                    .query_row("PRAGMA journal_size_limit", [], |r| r.get(0))
+                    .map_err(db_error)
+            })
+            .await
+            .unwrap();
+        assert_eq!(limit, wal_bytes_kept(checkpoint::WRITER_FINISHES_AT));
+        drop(store);
+        let _ = std::fs::remove_file(&path);
     }
 
     /// The name of the thread a write job ran on.
