@@ -45,21 +45,36 @@ pub fn create_user(
     }
 }
 
-/// Take the next `seq` of a conversation for a message at `pos`, and record its activity.
-fn next_seq(ctx: &mut WriteCtx, id: ConversationId, pos: u64, now_ms: u64) -> Result<Seq> {
+/// A conversation's last `seq`, or `NotFound`.
+fn last_seq(ctx: &WriteCtx, id: ConversationId) -> Result<Seq> {
     let seq: Option<Seq> = ctx
         .conn
-        .prepare_cached(
-            "UPDATE conversations SET last_seq = last_seq + 1, message_pos = ?2,
-                 last_pos = MAX(last_pos, ?2), last_activity_at_ms = ?3
-             WHERE id = ?1 RETURNING last_seq",
-        )
-        .and_then(|mut s| {
-            s.query_row(params![id, pos, now_ms], |r| r.get(0))
-                .optional()
-        })
+        .prepare_cached("SELECT last_seq FROM conversations WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
         .map_err(db_error)?;
     seq.ok_or_else(|| Error::not_found(format!("no conversation {id}")))
+}
+
+/// Record in its conversation's row the message just stored at `seq` and `pos`. The seq is read
+/// and written back rather than taken by `UPDATE … RETURNING`, which builds a temporary table
+/// for its one row on every run.
+fn record_message(ctx: &WriteCtx, message: &Message) -> Result<()> {
+    ctx.conn
+        .prepare_cached(
+            "UPDATE conversations SET last_seq = ?2, message_pos = ?3,
+                 last_pos = MAX(last_pos, ?3), last_activity_at_ms = ?4
+             WHERE id = ?1",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                message.conversation_id,
+                message.seq,
+                message.pos,
+                message.sent_at_ms
+            ])
+        })
+        .map_err(db_error)?;
+    Ok(())
 }
 
 fn insert_message(ctx: &mut WriteCtx, message: &Message) -> rusqlite::Result<()> {
@@ -114,9 +129,7 @@ fn sent_before(ctx: &WriteCtx, sender: UserId, client_msg_id: &str) -> Result<Op
 /// refuse is known (the job runs without a savepoint): one read of the conversation's last seq
 /// and the sender's membership, the insert — whose unique index on (sender, client message id)
 /// is the dedupe check, so a resend costs a failed insert and a lookup instead of every send
-/// paying the lookup — then the conversation's and the sender's rows. The conversation's seq is
-/// read and written back rather than taken by `UPDATE … RETURNING`, which builds a temporary
-/// table for its one row on every run.
+/// paying the lookup — then the conversation's and the sender's rows.
 pub fn append(ctx: &mut WriteCtx, new: NewMessage) -> Result<Ack> {
     let state: Option<(Seq, bool)> = ctx
         .conn
@@ -178,15 +191,8 @@ pub fn append(ctx: &mut WriteCtx, new: NewMessage) -> Result<Ack> {
         Err(e) => return Err(db_error(e)),
     }
     ctx.take_pos();
+    record_message(ctx, &message)?;
     let (id, seq, pos) = (message.conversation_id, message.seq, message.pos);
-    ctx.conn
-        .prepare_cached(
-            "UPDATE conversations SET last_seq = ?2, message_pos = ?3,
-                 last_pos = MAX(last_pos, ?3), last_activity_at_ms = ?4
-             WHERE id = ?1",
-        )
-        .and_then(|mut s| s.execute(params![id, seq, pos, message.sent_at_ms]))
-        .map_err(db_error)?;
     // What you sent you have read.
     ctx.conn
         .prepare_cached(
@@ -215,8 +221,8 @@ fn system_change(
     event: SystemEvent,
     now_ms: u64,
 ) -> Result<Message> {
+    let seq = last_seq(ctx, id)? + 1;
     let pos = ctx.take_pos();
-    let seq = next_seq(ctx, id, pos, now_ms)?;
     ctx.conn
         .execute(
             "UPDATE conversations SET state_pos = ?2 WHERE id = ?1",
@@ -234,6 +240,7 @@ fn system_change(
         sent_at_ms: now_ms,
     };
     insert_message(ctx, &message).map_err(db_error)?;
+    record_message(ctx, &message)?;
     // The actor knows what they just did: it is not unread for them.
     ctx.conn
         .execute(
