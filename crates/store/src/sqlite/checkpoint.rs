@@ -32,10 +32,15 @@ use rusqlite::wal::CheckpointMode;
 
 /// Log frames (pages) after which the checkpoint thread is woken.
 const BACKGROUND_AT: u64 = 1_000;
-/// Log frames after which, by default, the writer completes the checkpoint itself (64 MiB of
-/// 1 KiB pages), right after the thread's next one. Measured against 32 and 256 MiB: shorter
-/// means more frequent writer stalls, longer was slower for every commit.
-pub(crate) const WRITER_FINISHES_AT: u64 = 65_536;
+/// Log frames after which, by default, the writer completes the checkpoint itself (256 MiB of
+/// 1 KiB pages), right after the thread's next one. The writer's checkpoint stalls every send
+/// for its two fsyncs (5–20 ms, the disk's flush, however few frames are left), so how often
+/// it comes is what counts: against 64 MiB, 256 MiB took the recv p99 of `natter-bench direct`
+/// from 1.6–1.8 to 1.1–1.4 ms at 5,000 messages/s and from 3.1–5.6 to 2.3–2.5 ms at 10,000/s,
+/// with the same top rate (docs/benchmarks.md). Longer still would gain less and less (at
+/// 5,000/s the stall already comes only every ~10 s) for a larger file on disk: the log file is
+/// kept at twice this length (`wal_bytes_kept`).
+pub(crate) const WRITER_FINISHES_AT: u64 = 262_144;
 /// Shortest pause between two background checkpoints: each one costs two fsyncs.
 const BACKGROUND_PAUSE: Duration = Duration::from_millis(100);
 /// An idle store still gets its log checkpointed, so that the next write can restart it.

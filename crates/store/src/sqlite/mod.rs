@@ -386,8 +386,8 @@ impl SqliteStore {
 const PAGE_BYTES: i64 = 1024;
 /// The size the WAL file is cut back to when the log restarts: the longest it gets without a
 /// reader holding it back (the writer finishes a checkpoint by twice `wal_frames_max`), so that
-/// a restart in the steady state cuts nothing. Cutting it to 64 MiB when it had just grown past
-/// that took a millisecond inside the writer's checkpoint, and the log allocated its blocks
+/// a restart in the steady state cuts nothing. Cutting it to the length it restarts at when it had
+/// just grown past that took a millisecond inside the writer's checkpoint, and the log allocated its blocks
 /// again on the way back up.
 fn wal_bytes_kept(wal_frames_max: u64) -> i64 {
     let frame_bytes = PAGE_BYTES as u64 + 24;
@@ -584,9 +584,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_restarted_log_keeps_the_file_at_its_longest_length() {
-        // 65,536 frames of 1,048 bytes, twice: what the log reaches before the writer finishes
+        // 262,144 frames of 1,048 bytes, twice: what the log reaches before the writer finishes
         // a checkpoint whatever the thread has done.
-        assert_eq!(wal_bytes_kept(checkpoint::WRITER_FINISHES_AT), 137_363_456);
+        assert_eq!(wal_bytes_kept(checkpoint::WRITER_FINISHES_AT), 549_453_824);
         let (store, path) = store("wal-kept", Durability::Crash);
         let limit: i64 = store
             .write(|ctx| {
