@@ -45,36 +45,18 @@ pub fn create_user(
     }
 }
 
-/// A conversation's last `seq`, or `NotFound`.
+/// A conversation's last `seq` (0 before its first message), or `NotFound`.
 fn last_seq(ctx: &WriteCtx, id: ConversationId) -> Result<Seq> {
     let seq: Option<Seq> = ctx
         .conn
-        .prepare_cached("SELECT last_seq FROM conversations WHERE id = ?1")
+        .prepare_cached(
+            "SELECT COALESCE((SELECT seq FROM messages WHERE conversation_id = ?1
+                              ORDER BY seq DESC LIMIT 1), 0)
+             FROM conversations WHERE id = ?1",
+        )
         .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
         .map_err(db_error)?;
     seq.ok_or_else(|| Error::not_found(format!("no conversation {id}")))
-}
-
-/// Record in its conversation's row the message just stored at `seq` and `pos`. The seq is read
-/// and written back rather than taken by `UPDATE … RETURNING`, which builds a temporary table
-/// for its one row on every run.
-fn record_message(ctx: &WriteCtx, message: &Message) -> Result<()> {
-    ctx.conn
-        .prepare_cached(
-            "UPDATE conversations SET last_seq = ?2, message_pos = ?3,
-                 last_pos = MAX(last_pos, ?3), last_activity_at_ms = ?4
-             WHERE id = ?1",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                message.conversation_id,
-                message.seq,
-                message.pos,
-                message.sent_at_ms
-            ])
-        })
-        .map_err(db_error)?;
-    Ok(())
 }
 
 fn insert_message(ctx: &mut WriteCtx, message: &Message) -> rusqlite::Result<()> {
@@ -125,18 +107,21 @@ fn sent_before(ctx: &WriteCtx, sender: UserId, client_msg_id: &str) -> Result<Op
 
 /// Append a user's message (D1–D3).
 ///
-/// Four statements on the way of a new message, and none of them writes before every reason to
-/// refuse is known (the job runs without a savepoint): one read of the conversation's last seq
-/// and the sender's membership, the insert — whose unique index on (sender, client message id)
-/// is the dedupe check, so a resend costs a failed insert and a lookup instead of every send
-/// paying the lookup — then the conversation's and the sender's rows.
+/// Three statements on the way of a new message, and none of them writes before every reason
+/// to refuse is known (the job runs without a savepoint): one read of the sender's membership
+/// and the conversation's last seq (the last entry of its seq index, which the insert writes
+/// next to), the insert — whose unique index on (sender, client message id) is the dedupe
+/// check, so a resend costs a failed insert and a lookup instead of every send paying the
+/// lookup — then the sender's read marker. The conversation's row is not written: its last
+/// message is read from the messages table wherever it is needed (`reads::LastMessage`).
 pub fn append(ctx: &mut WriteCtx, new: NewMessage) -> Result<Ack> {
     let state: Option<(Seq, bool)> = ctx
         .conn
         .prepare_cached(
-            "SELECT c.last_seq, m.left_seq IS NULL FROM members m
-             JOIN conversations c ON c.id = m.conversation_id
-             WHERE m.conversation_id = ?1 AND m.user_id = ?2",
+            "SELECT COALESCE((SELECT seq FROM messages WHERE conversation_id = ?1
+                              ORDER BY seq DESC LIMIT 1), 0),
+                    left_seq IS NULL
+             FROM members WHERE conversation_id = ?1 AND user_id = ?2",
         )
         .and_then(|mut s| {
             s.query_row(params![new.conversation_id, new.sender_id], |r| {
@@ -191,7 +176,6 @@ pub fn append(ctx: &mut WriteCtx, new: NewMessage) -> Result<Ack> {
         Err(e) => return Err(db_error(e)),
     }
     ctx.take_pos();
-    record_message(ctx, &message)?;
     let (id, seq, pos) = (message.conversation_id, message.seq, message.pos);
     // What you sent you have read.
     ctx.conn
@@ -240,7 +224,6 @@ fn system_change(
         sent_at_ms: now_ms,
     };
     insert_message(ctx, &message).map_err(db_error)?;
-    record_message(ctx, &message)?;
     // The actor knows what they just did: it is not unread for them.
     ctx.conn
         .execute(
@@ -293,8 +276,8 @@ fn insert_conversation(
 ) -> Result<ConversationId> {
     ctx.conn
         .execute(
-            "INSERT INTO conversations (kind, title, direct_key, created_at_ms, last_activity_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?4)",
+            "INSERT INTO conversations (kind, title, direct_key, created_at_ms)
+             VALUES (?1, ?2, ?3, ?4)",
             params![kind.as_str(), title, direct_key, now_ms],
         )
         .map_err(db_error)?;
@@ -328,7 +311,7 @@ pub fn create_direct(
     let pos = ctx.take_pos();
     ctx.conn
         .execute(
-            "UPDATE conversations SET state_pos = ?2, last_pos = ?2 WHERE id = ?1",
+            "UPDATE conversations SET state_pos = ?2 WHERE id = ?1",
             params![id, pos],
         )
         .map_err(db_error)?;
@@ -541,12 +524,13 @@ pub fn mark(
     read: Option<Seq>,
 ) -> Result<Receipt> {
     reads::active_membership(ctx.conn, id, user)?;
-    let (last_seq, state_pos): (Seq, u64) = ctx
+    let last_seq = last_seq(ctx, id)?;
+    let state_pos: u64 = ctx
         .conn
         .query_row(
-            "SELECT last_seq, state_pos FROM conversations WHERE id = ?1",
+            "SELECT state_pos FROM conversations WHERE id = ?1",
             [id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| r.get(0),
         )
         .map_err(db_error)?;
     let (old_delivered, old_read): (Seq, Seq) = ctx
@@ -579,7 +563,7 @@ pub fn mark(
         .and_then(|mut s| s.execute(params![id, user, delivered_seq, read_seq]))
         .map_err(db_error)?;
     ctx.conn
-        .prepare_cached("UPDATE conversations SET state_pos = ?2, last_pos = ?2 WHERE id = ?1")
+        .prepare_cached("UPDATE conversations SET state_pos = ?2 WHERE id = ?1")
         .and_then(|mut s| s.execute(params![id, pos]))
         .map_err(db_error)?;
     let receipt = Receipt {
