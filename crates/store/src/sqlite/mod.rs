@@ -386,9 +386,9 @@ impl SqliteStore {
 const PAGE_BYTES: i64 = 1024;
 /// The size the WAL file is cut back to when the log restarts: the longest it gets without a
 /// reader holding it back (the writer finishes a checkpoint by twice `wal_frames_max`), so that
-/// a restart in the steady state cuts nothing. Cutting it to the length it restarts at when it had
-/// just grown past that took a millisecond inside the writer's checkpoint, and the log allocated its blocks
-/// again on the way back up.
+/// a restart in the steady state cuts nothing. Cutting it to the length it restarts at, when it
+/// had just grown past that, took a millisecond inside the writer's checkpoint, and the log
+/// allocated its blocks again on the way back up.
 fn wal_bytes_kept(wal_frames_max: u64) -> i64 {
     let frame_bytes = PAGE_BYTES as u64 + 24;
     i64::try_from(wal_frames_max.saturating_mul(2 * frame_bytes)).unwrap_or(i64::MAX)

@@ -259,10 +259,10 @@ pub fn conversation(
     Ok(conversation)
 }
 
-/// A conversation's newest message, as far as its row would have said: the last entry of its
-/// seq index (which holds the position too) and that message's time. Kept out of the
-/// conversation's row so that an append does not rewrite that row: one page fewer per message
-/// in the log.
+/// A conversation's newest message: its seq and position (the last entry of the conversation's
+/// seq index, whose entries hold the position as the row id) and its time. Read here rather than
+/// kept in the conversation's row, which every append would then rewrite: a page more per
+/// message in the log.
 #[derive(Clone, Copy)]
 struct LastMessage {
     seq: Seq,
