@@ -166,6 +166,9 @@ struct Shared {
     k0: AtomicU64,
     start_ns: AtomicU64,
     rate_bits: AtomicU64,
+    /// When the first and the last measured delivery of the step were read (`u64::MAX` and 0:
+    /// none yet).
+    first_delivery_ns: AtomicU64,
     last_delivery_ns: AtomicU64,
     first_error: std::sync::Mutex<Option<String>>,
 }
@@ -275,6 +278,9 @@ impl Handler for TrafficHandler {
         }
         if self.delivered > 0 {
             self.shared.delivered.add(self.delivered);
+            self.shared
+                .first_delivery_ns
+                .fetch_min(self.now, Ordering::Relaxed);
             self.shared
                 .last_delivery_ns
                 .fetch_max(self.now, Ordering::Relaxed);
@@ -652,6 +658,8 @@ async fn run_step(rig: &mut Rig, args: &TrafficArgs, rate: f64) -> StepResult {
     if let Ok(mut first) = shared.first_error.lock() {
         *first = None;
     }
+    shared.first_delivery_ns.store(u64::MAX, Ordering::Relaxed);
+    shared.last_delivery_ns.store(0, Ordering::Relaxed);
     let warmup_count = (args.warmup.as_secs_f64() * rate).round() as u64;
     let measured_count = ((args.duration.as_secs_f64() * rate).round() as u64).max(1);
     let total = warmup_count + measured_count;
@@ -682,7 +690,7 @@ async fn run_step(rig: &mut Rig, args: &TrafficArgs, rate: f64) -> StepResult {
             shape,
             &outs,
             &sched_shared,
-        );
+        )
     });
 
     let label = format!("{} {} {rate}/s", rig.proto.name(), shape.name());
@@ -702,7 +710,13 @@ async fn run_step(rig: &mut Rig, args: &TrafficArgs, rate: f64) -> StepResult {
             s.errors.get()
         )
     });
-    let _ = tokio::task::spawn_blocking(move || scheduler.join()).await;
+    let measured_end_ns = start_ns + (total as f64 * 1e9 / rate) as u64;
+    // When the scheduler handed over the last message (the schedule's end if it is lost).
+    let last_handed_ns = tokio::task::spawn_blocking(move || scheduler.join())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(measured_end_ns);
 
     // Drain: wait (bounded) for the measured messages' deliveries and acks.
     let expected = measured_count * shape.members() as u64;
@@ -730,10 +744,20 @@ async fn run_step(rig: &mut Rig, args: &TrafficArgs, rate: f64) -> StepResult {
     let delivered = shared.delivered.get();
     let acked = shared.acked.get();
     let errors = shared.errors.get();
+    // Deliveries per second over the time they took: from the first measured delivery to the
+    // last, and never less than the measured schedule (so a step that keeps up reports at most
+    // the offered rate). Under saturation the first measured delivery waits behind the warmup's
+    // backlog, which is not counted, so the span starts there rather than at the schedule.
+    let first = shared.first_delivery_ns.load(Ordering::Relaxed);
     let last = shared.last_delivery_ns.load(Ordering::Relaxed);
-    let measured_end_ns = start_ns + (total as f64 * 1e9 / rate) as u64;
     let span_ns = last
-        .max(measured_end_ns)
+        .saturating_sub(first)
+        .max(measured_end_ns - measured_start_ns)
+        .max(1);
+    // Messages handed over per second: from the first measured message's intended time to the
+    // last hand-over, plus one interval (exactly the offered rate when the scheduler keeps up).
+    let interval_ns = (1e9 / rate) as u64;
+    let sent_span_ns = (last_handed_ns.max(measured_end_ns - interval_ns) + interval_ns)
         .saturating_sub(measured_start_ns)
         .max(1);
     let receive = shared.recv.summary();
@@ -764,7 +788,7 @@ async fn run_step(rig: &mut Rig, args: &TrafficArgs, rate: f64) -> StepResult {
         acked: if acks { acked } else { 0 },
         delivered,
         expected_deliveries: expected,
-        sent_per_s: measured_count as f64 / args.duration.as_secs_f64(),
+        sent_per_s: measured_count as f64 * 1e9 / sent_span_ns as f64,
         delivered_per_s: delivered as f64 * 1e9 / span_ns as f64,
         ack_latency_ms: acks.then_some(ack),
         receive_latency_ms: receive,
@@ -805,11 +829,12 @@ fn schedule(
     shape: Shape,
     outs: &[Outbox],
     shared: &Shared,
-) {
+) -> u64 {
     let interval_ns = 1e9 / rate;
     let mut i: u64 = 0;
     let mut lags = Batch::default();
     let mut handed = 0u64;
+    let mut handed_ns = start_ns;
     while i < total {
         let now = stats::now_ns();
         if now < start_ns {
@@ -826,8 +851,10 @@ fn schedule(
                 channel,
                 intended_ns,
             });
+            // Each message's own hand-over time: a late burst takes time to hand over too.
+            handed_ns = stats::now_ns();
             if i >= warmup {
-                lags.push_since(intended_ns, now);
+                lags.push_since(intended_ns, handed_ns);
                 handed += 1;
             }
             i += 1;
@@ -848,6 +875,7 @@ fn schedule(
     }
     shared.sent.add(handed);
     lags.flush(&shared.lag);
+    handed_ns
 }
 
 /// The highest offered rate of a sweep that a peer sustained (see [`StepResult::sustained`]).
