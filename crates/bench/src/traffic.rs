@@ -748,18 +748,13 @@ async fn run_step(rig: &mut Rig, args: &TrafficArgs, rate: f64) -> StepResult {
     // last, and never less than the measured schedule (so a step that keeps up reports at most
     // the offered rate). Under saturation the first measured delivery waits behind the warmup's
     // backlog, which is not counted, so the span starts there rather than at the schedule.
-    let first = shared.first_delivery_ns.load(Ordering::Relaxed);
-    let last = shared.last_delivery_ns.load(Ordering::Relaxed);
-    let span_ns = last
-        .saturating_sub(first)
-        .max(measured_end_ns - measured_start_ns)
-        .max(1);
-    // Messages handed over per second: from the first measured message's intended time to the
-    // last hand-over, plus one interval (exactly the offered rate when the scheduler keeps up).
-    let interval_ns = (1e9 / rate) as u64;
-    let sent_span_ns = (last_handed_ns.max(measured_end_ns - interval_ns) + interval_ns)
-        .saturating_sub(measured_start_ns)
-        .max(1);
+    let span_ns = delivery_span_ns(
+        shared.first_delivery_ns.load(Ordering::Relaxed),
+        shared.last_delivery_ns.load(Ordering::Relaxed),
+        measured_start_ns,
+        measured_end_ns,
+    );
+    let sent_span_ns = handover_span_ns(last_handed_ns, measured_start_ns, measured_end_ns, rate);
     let receive = shared.recv.summary();
     let ack = shared.ack.summary();
     let complete = delivered >= expected && (!acks || acked >= measured_count) && errors == 0;
@@ -816,6 +811,24 @@ async fn run_step(rig: &mut Rig, args: &TrafficArgs, rate: f64) -> StepResult {
         load_average: procs::load_average(),
         sustained: complete && receive.p99 < 50.0,
     }
+}
+
+/// The time the measured deliveries took, first to last, and never less than the measured
+/// schedule (`first` is `u64::MAX` and `last` 0 when there was none).
+fn delivery_span_ns(first: u64, last: u64, measured_start: u64, measured_end: u64) -> u64 {
+    last.saturating_sub(first)
+        .max(measured_end.saturating_sub(measured_start))
+        .max(1)
+}
+
+/// The time the scheduler took to hand the measured messages over: from the first one's
+/// intended time to the last hand-over, plus one interval (exactly the schedule when it keeps
+/// up, since the last message is due one interval before the schedule's end).
+fn handover_span_ns(last_handed: u64, measured_start: u64, measured_end: u64, rate: f64) -> u64 {
+    let interval = (1e9 / rate) as u64;
+    (last_handed.max(measured_end.saturating_sub(interval)) + interval)
+        .saturating_sub(measured_start)
+        .max(1)
 }
 
 /// The scheduler: hand message `i` to its connection at `start + i / rate` (open loop).
@@ -890,6 +903,39 @@ pub fn max_sustained(results: &[StepResult], peer: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_step_that_keeps_up_is_measured_over_its_schedule() {
+        let (start, end) = (1_000_000_000, 11_000_000_000);
+        // Deliveries 2 ms behind their sends, from start to end: the schedule's 10 s.
+        assert_eq!(
+            delivery_span_ns(start + 2_000_000, end + 1_000_000, start, end),
+            10_000_000_000
+        );
+        // None at all: the schedule, never zero.
+        assert_eq!(delivery_span_ns(u64::MAX, 0, start, end), 10_000_000_000);
+        // Every message handed over on time (the last one at `end - 1/rate`).
+        assert_eq!(
+            handover_span_ns(end - 1_000, start, end, 1e6),
+            10_000_000_000
+        );
+    }
+
+    #[test]
+    fn a_saturated_step_is_measured_over_the_time_its_deliveries_took() {
+        let (start, end) = (1_000_000_000, 11_000_000_000);
+        // The first measured delivery waited 4 s behind the warmup's backlog, the last came 6 s
+        // after the schedule: 12 s of deliveries, not 16.
+        assert_eq!(
+            delivery_span_ns(start + 4_000_000_000, end + 6_000_000_000, start, end),
+            12_000_000_000
+        );
+        // A scheduler that fell 2 s behind handed the messages over in 12 s.
+        assert_eq!(
+            handover_span_ns(end + 2_000_000_000, start, end, 1e6),
+            12_000_001_000
+        );
+    }
 
     #[test]
     fn direct_messages_alternate_sides_of_each_pair() {
