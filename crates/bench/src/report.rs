@@ -210,7 +210,7 @@ pub fn traffic_table(steps: &[StepResult]) -> String {
                 format!("{:.0}", s.sent_per_s),
                 format!("{:.0}", s.delivered_per_s),
                 s.expected_deliveries
-                    .saturating_sub(s.delivered)
+                    .saturating_sub(s.delivered - s.duplicates)
                     .to_string(),
                 s.errors.to_string(),
             ];
@@ -805,6 +805,7 @@ mod tests {
             sent: 10,
             acked: 10,
             delivered: 20,
+            duplicates: 0,
             expected_deliveries: 20,
             sent_per_s: rate,
             delivered_per_s: delivered,

@@ -106,6 +106,9 @@ pub struct StepResult {
     pub sent: u64,
     pub acked: u64,
     pub delivered: u64,
+    /// Measured deliveries beyond a message's members (a message delivered twice to one of
+    /// them); counted in `delivered`, and a step with any is not sustained.
+    pub duplicates: u64,
     pub expected_deliveries: u64,
     pub sent_per_s: f64,
     pub delivered_per_s: f64,
@@ -139,7 +142,7 @@ pub struct StepResult {
     /// Nodes, nats-server and PostgreSQL backends together, per delivery, in microseconds.
     pub cluster_cpu_us_per_delivery: Option<f64>,
     pub load_average: f64,
-    /// Nothing missing, everything acknowledged, p99 under 50 ms.
+    /// Nothing missing or duplicated, everything acknowledged, p99 under 50 ms.
     pub sustained: bool,
 }
 
@@ -171,6 +174,28 @@ struct Shared {
     first_delivery_ns: AtomicU64,
     last_delivery_ns: AtomicU64,
     first_error: std::sync::Mutex<Option<String>>,
+    /// Deliveries so far of each message of the step, to tell a duplicate from a delivery.
+    deliveries_of: std::sync::RwLock<Arc<DeliveriesOf>>,
+    duplicates: Counter,
+}
+
+/// How many times each message of a step (`k0`, `k0 + 1`, …) has been delivered.
+#[derive(Default)]
+struct DeliveriesOf {
+    k0: u64,
+    members: u16,
+    counts: Vec<std::sync::atomic::AtomicU16>,
+}
+
+impl DeliveriesOf {
+    /// Count a delivery of `k`; whether it is one more than the message has members.
+    fn is_duplicate(&self, k: u64) -> bool {
+        let slot = k
+            .checked_sub(self.k0)
+            .and_then(|i| usize::try_from(i).ok())
+            .and_then(|i| self.counts.get(i));
+        slot.is_some_and(|c| c.fetch_add(1, Ordering::Relaxed) >= self.members)
+    }
 }
 
 impl Shared {
@@ -196,6 +221,7 @@ struct TrafficHandler {
     acked: u64,
     delivered: u64,
     step_delivered: u64,
+    duplicates: u64,
     bytes: u64,
     errors: u64,
     now: u64,
@@ -210,6 +236,7 @@ impl TrafficHandler {
             acked: 0,
             delivered: 0,
             step_delivered: 0,
+            duplicates: 0,
             bytes: 0,
             errors: 0,
             now: 0,
@@ -241,10 +268,17 @@ impl Handler for TrafficHandler {
                 bench: Some((k, intended)),
                 ..
             } => {
+                let duplicate = self.shared.in_step(k)
+                    && self
+                        .shared
+                        .deliveries_of
+                        .read()
+                        .is_ok_and(|d| d.is_duplicate(k));
                 if self.shared.measured(k) {
                     let now = self.now();
                     self.recv.push_since(intended, now);
                     self.delivered += 1;
+                    self.duplicates += u64::from(duplicate);
                 }
                 if self.shared.in_step(k) {
                     self.step_delivered += 1;
@@ -285,6 +319,10 @@ impl Handler for TrafficHandler {
                 .last_delivery_ns
                 .fetch_max(self.now, Ordering::Relaxed);
             self.delivered = 0;
+        }
+        if self.duplicates > 0 {
+            self.shared.duplicates.add(self.duplicates);
+            self.duplicates = 0;
         }
         if self.step_delivered > 0 {
             self.shared.step_delivered.add(self.step_delivered);
@@ -378,14 +416,16 @@ pub async fn run(common: &Common, args: &TrafficArgs) -> Result<Vec<StepResult>,
 
 fn print_step_line(r: &StepResult) {
     note(format!(
-        "{} @ {}/s: delivered {:.0}/s, recv p99 {} (max {}), ack p99 {}, missing {}, errors {}",
+        "{} @ {}/s: delivered {:.0}/s, recv p99 {} (max {}), ack p99 {}, missing {}, duplicates {}, errors {}",
         r.peer,
         r.offered_rate,
         r.delivered_per_s,
         fmt_ms(Some(r.receive_latency_ms.p99)),
         fmt_ms(Some(r.receive_latency_ms.max)),
         fmt_ms(r.ack_latency_ms.map(|a| a.p99)),
-        r.expected_deliveries.saturating_sub(r.delivered),
+        r.expected_deliveries
+            .saturating_sub(r.delivered - r.duplicates),
+        r.duplicates,
         r.errors
     ));
 }
@@ -650,6 +690,7 @@ async fn run_step(rig: &mut Rig, args: &TrafficArgs, rate: f64) -> StepResult {
         &shared.sent,
         &shared.acked,
         &shared.delivered,
+        &shared.duplicates,
         &shared.step_delivered,
         &shared.errors,
     ] {
@@ -665,6 +706,13 @@ async fn run_step(rig: &mut Rig, args: &TrafficArgs, rate: f64) -> StepResult {
     let total = warmup_count + measured_count;
     let k0 = rig.next_k;
     rig.next_k += total;
+    if let Ok(mut d) = shared.deliveries_of.write() {
+        *d = Arc::new(DeliveriesOf {
+            k0,
+            members: u16::try_from(args.shape.members()).unwrap_or(u16::MAX),
+            counts: (0..total).map(|_| Default::default()).collect(),
+        });
+    }
     let start_ns = stats::now_ns() + 20_000_000;
     shared.k0.store(k0, Ordering::Relaxed);
     shared.start_ns.store(start_ns, Ordering::Relaxed);
@@ -723,7 +771,7 @@ async fn run_step(rig: &mut Rig, args: &TrafficArgs, rate: f64) -> StepResult {
     let acks = rig.proto.acks();
     let deadline = Instant::now() + args.drain;
     while Instant::now() < deadline {
-        let delivered = shared.delivered.get();
+        let delivered = shared.delivered.get() - shared.duplicates.get();
         let acked = shared.acked.get() + shared.errors.get();
         if delivered >= expected && (!acks || acked >= measured_count) {
             break;
@@ -742,6 +790,7 @@ async fn run_step(rig: &mut Rig, args: &TrafficArgs, rate: f64) -> StepResult {
     tokio::time::sleep(Duration::from_millis(50)).await;
 
     let delivered = shared.delivered.get();
+    let duplicates = shared.duplicates.get();
     let acked = shared.acked.get();
     let errors = shared.errors.get();
     // Deliveries per second over the time they took: from the first measured delivery to the
@@ -757,7 +806,10 @@ async fn run_step(rig: &mut Rig, args: &TrafficArgs, rate: f64) -> StepResult {
     let sent_span_ns = handover_span_ns(last_handed_ns, measured_start_ns, measured_end_ns, rate);
     let receive = shared.recv.summary();
     let ack = shared.ack.summary();
-    let complete = delivered >= expected && (!acks || acked >= measured_count) && errors == 0;
+    let complete = delivered - duplicates >= expected
+        && duplicates == 0
+        && (!acks || acked >= measured_count)
+        && errors == 0;
     let step_deliveries = shared.step_delivered.get();
     let per_delivery = |v: f64| (step_deliveries > 0).then(|| v / step_deliveries as f64);
     let server_cpu = usage_after.nodes_since(&usage_before);
@@ -782,6 +834,7 @@ async fn run_step(rig: &mut Rig, args: &TrafficArgs, rate: f64) -> StepResult {
         sent: measured_count,
         acked: if acks { acked } else { 0 },
         delivered,
+        duplicates,
         expected_deliveries: expected,
         sent_per_s: measured_count as f64 * 1e9 / sent_span_ns as f64,
         delivered_per_s: delivered as f64 * 1e9 / span_ns as f64,
@@ -903,6 +956,23 @@ pub fn max_sustained(results: &[StepResult], peer: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_delivered_once_more_than_it_has_members_is_a_duplicate() {
+        let d = DeliveriesOf {
+            k0: 100,
+            members: 2,
+            counts: (0..3).map(|_| Default::default()).collect(),
+        };
+        // Both members of message 101 get it, then one of them again.
+        assert!(!d.is_duplicate(101));
+        assert!(!d.is_duplicate(101));
+        assert!(d.is_duplicate(101));
+        // Other messages count apart; messages outside the step are not counted.
+        assert!(!d.is_duplicate(100));
+        assert!(!d.is_duplicate(99));
+        assert!(!d.is_duplicate(103));
+    }
 
     #[test]
     fn a_step_that_keeps_up_is_measured_over_its_schedule() {
