@@ -210,7 +210,7 @@ pub fn traffic_table(steps: &[StepResult]) -> String {
                 format!("{:.0}", s.sent_per_s),
                 format!("{:.0}", s.delivered_per_s),
                 s.expected_deliveries
-                    .saturating_sub(s.delivered - s.duplicates)
+                    .saturating_sub(s.delivered.saturating_sub(s.duplicates))
                     .to_string(),
                 s.errors.to_string(),
             ];

@@ -424,7 +424,7 @@ fn print_step_line(r: &StepResult) {
         fmt_ms(Some(r.receive_latency_ms.max)),
         fmt_ms(r.ack_latency_ms.map(|a| a.p99)),
         r.expected_deliveries
-            .saturating_sub(r.delivered - r.duplicates),
+            .saturating_sub(r.delivered.saturating_sub(r.duplicates)),
         r.duplicates,
         r.errors
     ));
@@ -771,7 +771,12 @@ async fn run_step(rig: &mut Rig, args: &TrafficArgs, rate: f64) -> StepResult {
     let acks = rig.proto.acks();
     let deadline = Instant::now() + args.drain;
     while Instant::now() < deadline {
-        let delivered = shared.delivered.get() - shared.duplicates.get();
+        let delivered = {
+            // Duplicates first: a handler adds its deliveries before its duplicates, so this
+            // order never sees more duplicates than deliveries.
+            let duplicates = shared.duplicates.get();
+            shared.delivered.get().saturating_sub(duplicates)
+        };
         let acked = shared.acked.get() + shared.errors.get();
         if delivered >= expected && (!acks || acked >= measured_count) {
             break;
@@ -806,7 +811,7 @@ async fn run_step(rig: &mut Rig, args: &TrafficArgs, rate: f64) -> StepResult {
     let sent_span_ns = handover_span_ns(last_handed_ns, measured_start_ns, measured_end_ns, rate);
     let receive = shared.recv.summary();
     let ack = shared.ack.summary();
-    let complete = delivered - duplicates >= expected
+    let complete = delivered.saturating_sub(duplicates) >= expected
         && duplicates == 0
         && (!acks || acked >= measured_count)
         && errors == 0;

@@ -189,10 +189,10 @@ pub fn conversation(
     let Some((kind, title, created_at_ms, state_pos)) = head else {
         return Err(Error::not_found(format!("no conversation {id}")));
     };
-    let last = LastMessage::of(conn, id)?;
-    let last_seq = last.map_or(0, |l| l.seq);
-    let last_pos = last.map_or(state_pos, |l| l.pos.max(state_pos));
-    let last_activity_at_ms = last.map_or(created_at_ms, |l| l.sent_at_ms);
+    let newest = newest_message(conn, id)?;
+    let last_seq = newest.as_ref().map_or(0, |m| m.seq);
+    let last_pos = newest.as_ref().map_or(state_pos, |m| m.pos.max(state_pos));
+    let last_activity_at_ms = newest.as_ref().map_or(created_at_ms, |m| m.sent_at_ms);
     let rows: Vec<(UserId, String, String, String, Seq, Seq)> = conn
         .prepare_cached(
             "SELECT m.user_id, u.username, u.display_name, m.role, m.delivered_seq, m.read_seq
@@ -252,42 +252,26 @@ pub fn conversation(
         };
         let visible_seq = left_seq.map_or(last_seq, |left| left.min(last_seq));
         conversation.unread_count = Some(visible_seq.saturating_sub(read_seq));
-        if visible_seq > 0 {
-            conversation.last_message = message_by_seq(conn, id, visible_seq)?;
-        }
+        // The newest message, read above, unless the viewer left before it.
+        conversation.last_message = match newest {
+            Some(m) if m.seq == visible_seq => Some(m),
+            _ if visible_seq > 0 => message_by_seq(conn, id, visible_seq)?,
+            _ => None,
+        };
     }
     Ok(conversation)
 }
 
-/// A conversation's newest message: its seq and position (the last entry of the conversation's
-/// seq index, whose entries hold the position as the row id) and its time. Read here rather than
-/// kept in the conversation's row, which every append would then rewrite: a page more per
-/// message in the log.
-#[derive(Clone, Copy)]
-struct LastMessage {
-    seq: Seq,
-    pos: Pos,
-    sent_at_ms: u64,
-}
-
-impl LastMessage {
-    fn of(conn: &Connection, id: ConversationId) -> Result<Option<LastMessage>> {
-        conn.prepare_cached(
-            "SELECT seq, pos, sent_at_ms FROM messages WHERE conversation_id = ?1
-             ORDER BY seq DESC LIMIT 1",
-        )
-        .and_then(|mut s| {
-            s.query_row([id], |r| {
-                Ok(LastMessage {
-                    seq: r.get(0)?,
-                    pos: r.get(1)?,
-                    sent_at_ms: r.get(2)?,
-                })
-            })
-            .optional()
-        })
-        .map_err(db_error)
-    }
+/// A conversation's newest message: the last entry of its seq index. A conversation's last seq,
+/// message position and activity time are this message's rather than kept in the
+/// conversation's row, which every append would then rewrite (a page more per message in the
+/// log).
+fn newest_message(conn: &Connection, id: ConversationId) -> Result<Option<Message>> {
+    let sql = format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1
+         ORDER BY seq DESC LIMIT 1"
+    );
+    Ok(query_messages(conn, &sql, [id])?.pop())
 }
 
 pub fn conversation_ids_of(conn: &Connection, user: UserId) -> Result<Vec<ConversationId>> {
@@ -365,7 +349,7 @@ pub fn changed_since(
     cursor: Pos,
 ) -> Result<Vec<ChangedConversation>> {
     // A member who left sees changes only up to the position of their leaving. A conversation's
-    // message position is its newest message's (`LastMessage`), from the seq index.
+    // message position is its newest message's (`newest_message`), from the seq index.
     conn.prepare_cached(
         "SELECT id,
                 CASE WHEN left_pos IS NULL THEN message_pos ELSE MIN(message_pos, left_pos) END,

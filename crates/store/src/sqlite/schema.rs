@@ -80,7 +80,7 @@ CREATE UNIQUE INDEX messages_by_client_id ON messages (sender_id, client_msg_id)
     // append updated goes.
     "DROP INDEX messages_by_pos;",
     // A conversation's last seq, message position and activity time are its newest message's,
-    // read from the seq index (`reads::LastMessage`), so that an append does not rewrite the
+    // read from the seq index (`reads::newest_message`), so that an append does not rewrite the
     // conversation's row: one page fewer in the log per message. `state_pos` stays.
     r#"
 ALTER TABLE conversations DROP COLUMN last_seq;

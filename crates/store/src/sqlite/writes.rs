@@ -45,18 +45,20 @@ pub fn create_user(
     }
 }
 
-/// A conversation's last `seq` (0 before its first message), or `NotFound`.
-fn last_seq(ctx: &WriteCtx, id: ConversationId) -> Result<Seq> {
-    let seq: Option<Seq> = ctx
+/// A conversation's last `seq` (0 before its first message; the last entry of its seq index)
+/// and its `state_pos`, or `NotFound`.
+fn conversation_head(ctx: &WriteCtx, id: ConversationId) -> Result<(Seq, u64)> {
+    let head: Option<(Seq, u64)> = ctx
         .conn
         .prepare_cached(
             "SELECT COALESCE((SELECT seq FROM messages WHERE conversation_id = ?1
-                              ORDER BY seq DESC LIMIT 1), 0)
+                              ORDER BY seq DESC LIMIT 1), 0),
+                    state_pos
              FROM conversations WHERE id = ?1",
         )
-        .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+        .and_then(|mut s| s.query_row([id], |r| Ok((r.get(0)?, r.get(1)?))).optional())
         .map_err(db_error)?;
-    seq.ok_or_else(|| Error::not_found(format!("no conversation {id}")))
+    head.ok_or_else(|| Error::not_found(format!("no conversation {id}")))
 }
 
 fn insert_message(ctx: &mut WriteCtx, message: &Message) -> rusqlite::Result<()> {
@@ -113,7 +115,7 @@ fn sent_before(ctx: &WriteCtx, sender: UserId, client_msg_id: &str) -> Result<Op
 /// next to), the insert — whose unique index on (sender, client message id) is the dedupe
 /// check, so a resend costs a failed insert and a lookup instead of every send paying the
 /// lookup — then the sender's read marker. The conversation's row is not written: its last
-/// message is read from the messages table wherever it is needed (`reads::LastMessage`).
+/// message is read from the messages table wherever it is needed (`reads::newest_message`).
 pub fn append(ctx: &mut WriteCtx, new: NewMessage) -> Result<Ack> {
     let state: Option<(Seq, bool)> = ctx
         .conn
@@ -205,7 +207,7 @@ fn system_change(
     event: SystemEvent,
     now_ms: u64,
 ) -> Result<Message> {
-    let seq = last_seq(ctx, id)? + 1;
+    let seq = conversation_head(ctx, id)?.0 + 1;
     let pos = ctx.take_pos();
     ctx.conn
         .execute(
@@ -524,15 +526,7 @@ pub fn mark(
     read: Option<Seq>,
 ) -> Result<Receipt> {
     reads::active_membership(ctx.conn, id, user)?;
-    let last_seq = last_seq(ctx, id)?;
-    let state_pos: u64 = ctx
-        .conn
-        .query_row(
-            "SELECT state_pos FROM conversations WHERE id = ?1",
-            [id],
-            |r| r.get(0),
-        )
-        .map_err(db_error)?;
+    let (last_seq, state_pos) = conversation_head(ctx, id)?;
     let (old_delivered, old_read): (Seq, Seq) = ctx
         .conn
         .query_row(
