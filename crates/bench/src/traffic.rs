@@ -286,7 +286,9 @@ impl Handler for TrafficHandler {
             }
             Ev::Delivery { .. } | Ev::Other => {}
             Ev::Error { id, code } => {
-                if id.is_none_or(|k| k < JOIN_BASE) {
+                // A refused send counts in the step that measures it: one of the warmup's is
+                // not the measurement's, nor is a late one of the step before.
+                if id.is_none_or(|k| k < JOIN_BASE && self.shared.measured(k)) {
                     self.errors += 1;
                     if let Ok(mut first) = self.shared.first_error.lock() {
                         first.get_or_insert_with(|| code.to_string());
@@ -387,7 +389,18 @@ pub async fn run(common: &Common, args: &TrafficArgs) -> Result<Vec<StepResult>,
                 return Err(format!("{}: {e}", proto.name()));
             }
         };
-        for rate in &args.rates {
+        for (i, rate) in args.rates.iter().enumerate() {
+            if i > 0 {
+                let shared = &rig.shared;
+                let waited = settle(|| shared.bytes.get(), QUIET, SETTLE_MAX).await;
+                if waited > Duration::from_secs(1) {
+                    note(format!(
+                        "{}: waited {:.1} s for the traffic of the step before to stop",
+                        proto.name(),
+                        waited.as_secs_f64()
+                    ));
+                }
+            }
             let result = run_step(&mut rig, args, *rate).await;
             print_step_line(&result);
             let saturated = !result.sustained;
@@ -412,6 +425,28 @@ pub async fn run(common: &Common, args: &TrafficArgs) -> Result<Vec<StepResult>,
         }
     }
     Ok(results)
+}
+
+/// How long nothing must arrive before a step starts.
+const QUIET: Duration = Duration::from_millis(250);
+/// The longest wait for the step before's traffic to stop.
+const SETTLE_MAX: Duration = Duration::from_secs(30);
+
+/// Wait until `read` (bytes read so far) has not moved for `quiet`, at most `max`: a step after a
+/// saturated one would otherwise start behind its backlog, whose work would count against it
+/// (latency, CPU). Returns how long it waited.
+async fn settle(read: impl Fn() -> u64, quiet: Duration, max: Duration) -> Duration {
+    let started = Instant::now();
+    let mut last = read();
+    while started.elapsed() < max {
+        tokio::time::sleep(quiet).await;
+        let now = read();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    started.elapsed()
 }
 
 fn print_step_line(r: &StepResult) {
@@ -977,6 +1012,71 @@ mod tests {
         assert!(!d.is_duplicate(100));
         assert!(!d.is_duplicate(99));
         assert!(!d.is_duplicate(103));
+    }
+
+    #[test]
+    fn only_the_measured_sends_refused_count_as_the_step_errors() {
+        let shared = Arc::new(Shared::default());
+        // A step of messages 100..110 whose first 4 are its warmup.
+        shared.k0.store(100, Ordering::Relaxed);
+        shared.k_lo.store(104, Ordering::Relaxed);
+        shared.k_hi.store(110, Ordering::Relaxed);
+        let (out, _queue) = tokio::sync::mpsc::unbounded_channel();
+        let mut handler = TrafficHandler::new(shared.clone());
+        for id in [101, 99, JOIN_BASE + 3] {
+            handler.on(
+                Ev::Error {
+                    id: Some(id),
+                    code: "rate_limited",
+                },
+                &out,
+            );
+        }
+        handler.flush();
+        assert_eq!(shared.errors.get(), 0);
+        // A measured send refused, and an error that answers no send: both count.
+        handler.on(
+            Ev::Error {
+                id: Some(105),
+                code: "rate_limited",
+            },
+            &out,
+        );
+        handler.on(
+            Ev::Error {
+                id: None,
+                code: "malformed_frame",
+            },
+            &out,
+        );
+        handler.flush();
+        assert_eq!(shared.errors.get(), 2);
+        assert_eq!(
+            shared
+                .first_error
+                .lock()
+                .ok()
+                .and_then(|f| f.clone())
+                .as_deref(),
+            Some("rate_limited")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_step_waits_until_the_traffic_of_the_one_before_stops() {
+        let quiet = Duration::from_millis(10);
+        let max = Duration::from_secs(5);
+        // Nothing arriving: one quiet period.
+        assert!(settle(|| 7, quiet, max).await < max);
+        // Bytes still arriving at the first three looks: three more quiet periods.
+        let looks = AtomicU64::new(0);
+        let backlog = || looks.fetch_add(1, Ordering::Relaxed).min(3);
+        let waited = settle(backlog, quiet, max).await;
+        assert!(waited >= 4 * quiet && waited < max, "{waited:?}");
+        // Traffic that never stops: the wait is bounded.
+        let endless = AtomicU64::new(0);
+        let waited = settle(|| endless.fetch_add(1, Ordering::Relaxed), quiet, quiet * 5).await;
+        assert!(waited >= quiet * 5, "{waited:?}");
     }
 
     #[test]
