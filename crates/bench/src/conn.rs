@@ -121,12 +121,38 @@ pub struct InFrame<'a> {
     pub kind: Cow<'a, str>,
     pub id: Option<u64>,
     pub cursor: Option<u64>,
-    #[serde(borrow)]
+    /// A `message` event's Message; `None` for an `error` frame, whose `message` is its text.
+    #[serde(borrow, default, deserialize_with = "event_message")]
     pub message: Option<InMessage<'a>>,
     #[serde(borrow)]
     pub code: Option<Str<'a>>,
     #[serde(borrow)]
     pub data: Option<InData<'a>>,
+}
+
+/// `message` is a Message object in a `message` event, but a string (for humans) in an `error`
+/// frame (protocol §8.1): the string is skipped, so that the error keeps its `id` and `code`
+/// instead of failing the whole frame. The Message is still borrowed from the frame.
+fn event_message<'de: 'a, 'a, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<InMessage<'a>>, D::Error> {
+    struct Visitor<'a>(std::marker::PhantomData<InMessage<'a>>);
+    impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+        type Value = Option<InMessage<'a>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a message object, or an error's text")
+        }
+        fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_map<M: serde::de::MapAccess<'de>>(self, map: M) -> Result<Self::Value, M::Error> {
+            InMessage::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Some)
+        }
+    }
+    deserializer.deserialize_any(Visitor(std::marker::PhantomData))
 }
 
 /// `result` data: an ack (`seq`, `pos`) or a sync page (`cursor`, `more`, `messages`).
@@ -993,6 +1019,40 @@ mod tests {
         let ack = br#"{"type":"result","id":5,"data":{"conversation_id":3,"client_msg_id":"5","seq":2,"pos":9,"sent_at_ms":1,"duplicate":false}}"#;
         let frame: InFrame = serde_json::from_slice(ack).unwrap();
         assert_eq!(frame.data.unwrap().seq, Some(2));
+    }
+
+    #[test]
+    fn json_error_frames_keep_their_id_and_code() {
+        // Every JSON error frame carries a human-readable `message` string (protocol §8.1).
+        let text = br#"{"type":"error","id":9,"code":"rate_limited","message":"too many requests; slow down","retry_after_ms":2752}"#;
+        let frame: InFrame = serde_json::from_slice(text).unwrap();
+        assert_eq!(frame.id, Some(9));
+        assert_eq!(frame.code.as_deref(), Some("rate_limited"));
+        assert!(frame.message.is_none());
+
+        struct Errors(Vec<(Option<u64>, String)>);
+        impl Handler for Errors {
+            fn on(&mut self, ev: Ev<'_>, _: &Outbox) {
+                if let Ev::Error { id, code } = ev {
+                    self.0.push((id, code.to_string()));
+                }
+            }
+        }
+        let (out, _queue) = mpsc::unbounded_channel();
+        let mut errors = Errors(Vec::new());
+        handle_natter(text, &mut errors, &out);
+        handle_natter(
+            br#"{"type":"error","code":"malformed_frame","message":"frame has no integer `id`"}"#,
+            &mut errors,
+            &out,
+        );
+        assert_eq!(
+            errors.0,
+            vec![
+                (Some(9), "rate_limited".to_string()),
+                (None, "malformed_frame".to_string())
+            ]
+        );
     }
 
     #[test]

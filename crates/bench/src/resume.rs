@@ -314,6 +314,10 @@ impl Handler for ClientHandler {
 
 pub async fn reconnect(common: &Common, args: &ReconnectArgs) -> Result<ReconnectResult, String> {
     let k = args.clients;
+    if k == 0 {
+        // No group, so no channel: the writer's `k % channels` would divide by zero.
+        return Err("reconnect needs at least one client".into());
+    }
     let per_user = args.per_user.max(1);
     let users = k.div_ceil(per_user);
     let group_users = args.group_users.clamp(1, 999);

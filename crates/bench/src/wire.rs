@@ -265,13 +265,19 @@ impl WsParser {
     }
 }
 
-/// Open a TCP connection to `target` from `source` (any port), with Nagle off.
+/// Open a TCP connection to `target` from `source` (any port), with Nagle off. A source of the
+/// other address family than `target` is ignored: the loopback sources are 127.0.0.x, and a
+/// node given as `--url http://[::1]:…` is reached from ::1.
 pub async fn tcp_connect(
     source: Option<std::net::IpAddr>,
     target: SocketAddr,
 ) -> io::Result<TcpStream> {
-    let socket = TcpSocket::new_v4()?;
-    if let Some(ip) = source {
+    let socket = if target.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if let Some(ip) = source.filter(|ip| ip.is_ipv4() == target.is_ipv4()) {
         socket.bind(SocketAddr::new(ip, 0))?;
     }
     let stream = socket.connect(target).await?;
@@ -621,6 +627,21 @@ mod tests {
                 payload: b"abc"
             })
         );
+    }
+
+    #[tokio::test]
+    async fn an_ipv6_loopback_target_is_reached_despite_an_ipv4_source() {
+        // `--url` accepts ::1 (procs::loopback); the connections still get 127.0.0.x sources.
+        let Ok(listener) = tokio::net::TcpListener::bind("[::1]:0").await else {
+            return; // no IPv6 on this machine
+        };
+        let target = listener.local_addr().unwrap();
+        let source = std::net::IpAddr::from([127, 0, 0, 2]);
+        let stream = tcp_connect(Some(source), target).await.unwrap();
+        assert_eq!(stream.peer_addr().unwrap(), target);
+        let v4 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = tcp_connect(Some(source), v4.local_addr().unwrap()).await.unwrap();
+        assert_eq!(stream.local_addr().unwrap().ip(), source);
     }
 
     #[test]
