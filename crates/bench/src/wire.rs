@@ -640,7 +640,9 @@ mod tests {
         let stream = tcp_connect(Some(source), target).await.unwrap();
         assert_eq!(stream.peer_addr().unwrap(), target);
         let v4 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let stream = tcp_connect(Some(source), v4.local_addr().unwrap()).await.unwrap();
+        let stream = tcp_connect(Some(source), v4.local_addr().unwrap())
+            .await
+            .unwrap();
         assert_eq!(stream.local_addr().unwrap().ip(), source);
     }
 

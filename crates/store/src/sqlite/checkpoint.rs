@@ -163,11 +163,8 @@ impl WalWatch {
     }
 }
 
-/// The checkpoint thread's nice value where it cannot run as `SCHED_IDLE`.
-const NICE: libc::c_int = 10;
-
 fn run_checkpointer(conn: Connection, rings: mpsc::Receiver<()>, shared: Arc<Shared>) {
-    lower_priority();
+    super::priority::background();
     // Log length at the last checkpoint that reached its end: nothing to do until it changes.
     let mut clean_at: Option<u64> = None;
     loop {
@@ -210,35 +207,6 @@ fn pause(shared: &Shared) {
         std::thread::park_timeout(left);
     }
 }
-
-/// Put the calling thread in the `SCHED_IDLE` class: it runs when a CPU has nothing else to do
-/// (CFS gives it a weight of 3 against 1,024 for a thread at nice 0, so it is slowed, never
-/// stopped). A checkpoint pass is bulk work whose lateness costs nothing until the log nears the
-/// writer's limit, and past twice that the writer checkpoints without it; run beside the threads
-/// that serve sends, it was a visible part of their tail at low rates (recv p99 at 2,000
-/// msgs/s 0.96 and 0.93 ms at nice 10, 0.62 and 0.54 as `SCHED_IDLE`: docs/benchmarks.md).
-/// Lowering one's own class needs no privilege; should it fail anyway, nice `NICE`.
-#[cfg(target_os = "linux")]
-fn lower_priority() {
-    let idle = libc::sched_param { sched_priority: 0 };
-    // SAFETY: pid 0 is the calling thread; the call only reads `idle`.
-    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &idle) } == 0 {
-        return;
-    }
-    tracing::debug!(error = %std::io::Error::last_os_error(), "the checkpoint thread as SCHED_IDLE");
-    // SAFETY: `gettid` has no preconditions; `setpriority` on a thread id (Linux: PRIO_PROCESS
-    // with a thread id applies to that thread alone) only reads its arguments.
-    let rc = unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, NICE)
-    };
-    if rc != 0 {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "lowering the checkpoint thread's priority");
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn lower_priority() {}
 
 /// A passive checkpoint finds the other one (writer or thread) under way now and then: it tries
 /// again later, nothing is wrong. Anything else is worth a warning.

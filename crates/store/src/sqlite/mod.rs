@@ -9,6 +9,7 @@
 //! is queued on its connection, which then writes the ack first.
 
 mod checkpoint;
+mod priority;
 mod reads;
 mod schema;
 mod traits;
@@ -249,7 +250,10 @@ impl SqliteStore {
         let thread_path = path.clone();
         std::thread::Builder::new()
             .name("natter-sqlite-writer".into())
-            .spawn(move || run_writer(thread_path, queue, group_max))
+            .spawn(move || {
+                priority::writer();
+                run_writer(thread_path, queue, group_max)
+            })
             .map_err(|e| Error::internal(format!("cannot start the writer: {e}")))?;
         Ok(SqliteStore {
             jobs,
