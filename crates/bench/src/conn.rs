@@ -107,6 +107,9 @@ pub enum Out {
     Pong(Vec<u8>),
     /// Close cleanly (WebSocket close frame), then stop writing.
     Close,
+    /// Answer the server's WebSocket close frame with its code (1005: it had none), then stop
+    /// writing.
+    CloseReply(u16),
 }
 
 pub type Outbox = mpsc::UnboundedSender<Out>;
@@ -226,8 +229,20 @@ pub enum Ev<'a> {
     },
     /// Anything else (presence, receipts, …).
     Other,
-    /// The connection ended (close code if the server sent one).
-    Closed { code: Option<u16> },
+    /// The connection ended: the close code if the server sent one, why if a read failed.
+    Closed {
+        code: Option<u16>,
+        reason: Option<&'a str>,
+    },
+}
+
+/// Why a connection ended ([`Ev::Closed`]), for a report.
+pub fn close_reason(code: Option<u16>, reason: Option<&str>) -> String {
+    match (reason, code) {
+        (Some(reason), _) => reason.to_string(),
+        (None, Some(code)) => format!("connection closed by the server ({code})"),
+        (None, None) => "connection closed by the server without a close frame".into(),
+    }
 }
 
 /// A scenario's per-connection logic, run on the connection's reader task.
@@ -729,6 +744,14 @@ fn encode(
             }
             true
         }
+        Out::CloseReply(code) => {
+            // RFC 6455 §7.4.1: 1005 stands for a close without a code and is never sent, so
+            // such a close is answered without one.
+            let bytes = code.to_be_bytes();
+            let payload: &[u8] = if code == 1005 { &[] } else { &bytes };
+            wire::encode_frame(buf, wire::OP_CLOSE, payload, rng);
+            true
+        }
     }
 }
 
@@ -741,6 +764,8 @@ async fn read_loop(
     out: Outbox,
 ) {
     let mut close_code = None;
+    // Why the connection ended when a read failed, for the report (`first_error`).
+    let mut failure = None;
     'outer: loop {
         // Handle what is buffered (the handshake may have left frames), then read more.
         loop {
@@ -749,13 +774,13 @@ async fn read_loop(
                     match parser.next(&mut buf) {
                         Ok(Some(frame)) => handle_ws(proto, frame, &mut *handler, &out),
                         Ok(None) => break,
-                        Err(_) => Step::End,
+                        Err(e) => Step::Failed(e),
                     }
                 }
                 Proto::Nats | Proto::JetStream => match wire::nats_next(&mut buf) {
                     Ok(Some(item)) => handle_nats(item, &mut *handler, &out),
                     Ok(None) => break,
-                    Err(_) => Step::End,
+                    Err(e) => Step::Failed(e),
                 },
             };
             match step {
@@ -764,24 +789,38 @@ async fn read_loop(
                     close_code = Some(code);
                     break 'outer;
                 }
-                Step::End => break 'outer,
+                Step::Failed(e) => {
+                    failure = Some(format!("connection read failed: {e}"));
+                    break 'outer;
+                }
             }
         }
         handler.flush();
         buf.shrink_if_idle();
         match buf.fill(&mut rd).await {
-            Ok(n) if n > 0 => handler.bytes(n),
-            _ => break,
+            Ok(0) => break,
+            Ok(n) => handler.bytes(n),
+            Err(e) => {
+                failure = Some(format!("connection read failed: {e}"));
+                break;
+            }
         }
     }
-    handler.on(Ev::Closed { code: close_code }, &out);
+    handler.on(
+        Ev::Closed {
+            code: close_code,
+            reason: failure.as_deref(),
+        },
+        &out,
+    );
     handler.flush();
 }
 
 enum Step {
     Continue,
     Closed(u16),
-    End,
+    /// The server's bytes could not be parsed.
+    Failed(std::io::Error),
 }
 
 fn handle_ws(proto: Proto, frame: Frame<'_>, handler: &mut dyn Handler, out: &Outbox) -> Step {
@@ -806,7 +845,12 @@ fn handle_ws(proto: Proto, frame: Frame<'_>, handler: &mut dyn Handler, out: &Ou
             let _ = out.send(Out::Pong(payload.to_vec()));
             Step::Continue
         }
-        Frame::Close(code) => Step::Closed(code),
+        Frame::Close(code) => {
+            // Protocol §6.6: after its close the server waits up to a second for the client's.
+            // Queued for the writer, so that the reader never waits on the socket.
+            let _ = out.send(Out::CloseReply(code));
+            Step::Closed(code)
+        }
         Frame::Text(_) | Frame::Binary(_) | Frame::Pong => Step::Continue,
     }
 }
@@ -1053,6 +1097,139 @@ mod tests {
                 (None, "malformed_frame".to_string())
             ]
         );
+    }
+
+    #[test]
+    fn a_server_close_is_answered_with_a_masked_close_of_its_code() {
+        struct Ignore;
+        impl Handler for Ignore {
+            fn on(&mut self, _: Ev<'_>, _: &Outbox) {}
+        }
+        let encoding = Encoding {
+            conversations: vec![],
+            size: 0,
+        };
+        let mut rng = Rng::new(5);
+        for proto in [Proto::Natter, Proto::NatterProtobuf, Proto::SocketIo] {
+            for (code, payload_len) in [(4008u16, 2u8), (1005, 0)] {
+                let (out, mut queue) = mpsc::unbounded_channel();
+                let step = handle_ws(proto, Frame::Close(code), &mut Ignore, &out);
+                assert!(matches!(step, Step::Closed(c) if c == code));
+                let Ok(reply) = queue.try_recv() else {
+                    panic!("{proto:?}: no reply to the close");
+                };
+                let mut buf = Vec::new();
+                let stop = encode(
+                    proto,
+                    reply,
+                    &mut buf,
+                    &mut Scratch::default(),
+                    1,
+                    &encoding,
+                    &mut rng,
+                );
+                assert!(stop, "the writer stops after the close");
+                // Masked, as every client frame; the same code, or none if there was none.
+                assert_eq!(buf[1], 0x80 | payload_len);
+                let mut rb = ReadBuf::new(buf);
+                assert_eq!(
+                    WsParser::default().next(&mut rb).unwrap(),
+                    Some(Frame::Close(code))
+                );
+            }
+        }
+    }
+
+    /// A connection's reader and writer over a local socket, whose other end the test plays.
+    async fn local_conn(
+        proto: Proto,
+        closes: Arc<std::sync::Mutex<Vec<String>>>,
+    ) -> (Conn, tokio::net::TcpStream) {
+        struct Closes(Arc<std::sync::Mutex<Vec<String>>>);
+        impl Handler for Closes {
+            fn on(&mut self, ev: Ev<'_>, _: &Outbox) {
+                if let (Ev::Closed { code, reason }, Ok(mut closes)) = (ev, self.0.lock()) {
+                    closes.push(close_reason(code, reason));
+                }
+            }
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let (rd, wr) = client.into_split();
+        let encoding = Arc::new(Encoding {
+            conversations: vec![],
+            size: 0,
+        });
+        let conn = spawn(
+            proto,
+            rd,
+            wr,
+            ReadBuf::new(Vec::new()),
+            WsParser::default(),
+            1,
+            encoding,
+            Box::new(Closes(closes)),
+            Rng::new(9),
+        );
+        (conn, server)
+    }
+
+    #[tokio::test]
+    async fn the_reader_answers_a_close_then_the_writer_ends_the_connection() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let closes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (mut conn, mut server) = local_conn(Proto::Natter, closes.clone()).await;
+        server.write_all(&[0x88, 2, 0x0F, 0xA8]).await.unwrap();
+        // The reply, then the end of the stream: the connection is not held open.
+        let mut reply = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), server.read_to_end(&mut reply))
+            .await
+            .unwrap()
+            .unwrap();
+        let mut rb = ReadBuf::new(reply);
+        assert_eq!(
+            WsParser::default().next(&mut rb).unwrap(),
+            Some(Frame::Close(4008))
+        );
+        assert!(rb.pending().is_empty());
+        (&mut conn.reader).await.unwrap();
+        assert_eq!(
+            *closes.lock().unwrap(),
+            vec!["connection closed by the server (4008)".to_string()]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_read_that_fails_is_reported_with_its_reason() {
+        use tokio::io::AsyncWriteExt;
+        // A WebSocket frame beyond the bench's cap, and a NATS payload length beyond it.
+        let huge = [0x82, 127, 0, 0, 0, 1, 0, 0, 0, 0];
+        for (proto, bytes, why) in [
+            (Proto::Natter, &huge[..], "frame of 4294967296 bytes"),
+            (
+                Proto::Nats,
+                &b"MSG s 1 99999999999\r\n"[..],
+                "MSG of 99999999999 bytes",
+            ),
+        ] {
+            let closes = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let (mut conn, mut server) = local_conn(proto, closes.clone()).await;
+            server.write_all(bytes).await.unwrap();
+            tokio::time::timeout(Duration::from_secs(5), &mut conn.reader)
+                .await
+                .unwrap()
+                .unwrap();
+            let closes = closes.lock().unwrap();
+            assert_eq!(closes.len(), 1);
+            assert!(
+                closes[0].starts_with("connection read failed: "),
+                "{closes:?}"
+            );
+            assert!(closes[0].contains(why), "{closes:?}");
+        }
     }
 
     #[test]

@@ -73,10 +73,12 @@ pub struct IdleNode {
     pub node: String,
     /// Connections sent to it (every `N`th).
     pub connections: usize,
+    /// Of those, how many opened.
+    pub connections_opened: u64,
     pub rss_before_bytes: Option<u64>,
     pub rss_after_connect_bytes: Option<u64>,
     pub rss_after_hold_bytes: Option<u64>,
-    /// (after connect − before) / its connections.
+    /// (after connect − before) / its connections opened.
     pub rss_per_connection_bytes: Option<f64>,
     pub open_fds: Option<usize>,
     pub cpu_s_connecting: Option<f64>,
@@ -208,25 +210,25 @@ pub async fn run(common: &Common, args: &IdleArgs) -> Result<IdleResult, String>
 
     // Wait for every worker's `connected` line.
     let mut opened = 0u64;
+    let mut opened_per_node = vec![0u64; count];
     let mut failed = 0u64;
     let mut first_failure = None;
     let mut connect_seconds: f64 = 0.0;
     for worker in &mut spawned {
-        loop {
+        let connected = loop {
             let line = read_line(worker, Duration::from_secs(600)).await?;
-            let fields: Vec<&str> = line.splitn(5, ' ').collect();
-            match fields.as_slice() {
-                ["connected", ok, bad, secs, rest @ ..] => {
-                    opened += ok.parse::<u64>().unwrap_or(0);
-                    failed += bad.parse::<u64>().unwrap_or(0);
-                    connect_seconds = connect_seconds.max(secs.parse().unwrap_or(0.0));
-                    if let Some(first) = rest.first().filter(|f| !f.is_empty()) {
-                        first_failure.get_or_insert(first.to_string());
-                    }
-                    break;
-                }
-                _ => continue,
+            if let Some(connected) = Connected::parse(&line) {
+                break connected;
             }
+        };
+        opened += connected.opened;
+        for (sum, node) in opened_per_node.iter_mut().zip(&connected.opened_per_node) {
+            *sum += node;
+        }
+        failed += connected.failed;
+        connect_seconds = connect_seconds.max(connected.seconds);
+        if !connected.first_failure.is_empty() {
+            first_failure.get_or_insert(connected.first_failure);
         }
     }
     let connect_wall = started.elapsed().as_secs_f64();
@@ -289,16 +291,18 @@ pub async fn run(common: &Common, args: &IdleArgs) -> Result<IdleResult, String>
         .map(|(i, figures)| {
             // Connection j goes to node j mod count.
             let connections = n / count + usize::from(i < n % count);
+            // Divided by those opened, as the sum is: a failed connection costs the node nothing.
             IdleNode {
                 node: figures.node,
                 connections,
+                connections_opened: opened_per_node[i],
                 rss_before_bytes: rss_before[i],
                 rss_after_connect_bytes: rss_connected[i],
                 rss_after_hold_bytes: rss_held[i],
                 rss_per_connection_bytes: per_connection(
                     rss_before[i],
                     rss_connected[i],
-                    connections as u64,
+                    opened_per_node[i],
                 ),
                 open_fds: fds[i],
                 cpu_s_connecting: figures.cpu_s,
@@ -344,6 +348,74 @@ pub async fn run(common: &Common, args: &IdleArgs) -> Result<IdleResult, String>
         broker_cpu_s_connecting: usage_connected.broker_since(&usage_before),
         database_cpu_s_connecting: usage_connected.database_since(&usage_before),
     })
+}
+
+/// A worker's line once its connections are set up:
+/// `connected <opened> <failed> <seconds> <opened per node, comma-separated> <first failure>`.
+#[derive(Debug, PartialEq)]
+struct Connected {
+    opened: u64,
+    /// By the node's index in `--addr`: connection `i` goes to node `i mod len`.
+    opened_per_node: Vec<u64>,
+    failed: u64,
+    seconds: f64,
+    /// Empty if none failed; the last field, since it may hold spaces.
+    first_failure: String,
+}
+
+impl Connected {
+    fn new(nodes: usize) -> Connected {
+        Connected {
+            opened: 0,
+            opened_per_node: vec![0; nodes.max(1)],
+            failed: 0,
+            seconds: 0.0,
+            first_failure: String::new(),
+        }
+    }
+
+    /// Connection `i` (of the whole run) opened.
+    fn open(&mut self, i: usize) {
+        self.opened += 1;
+        let nodes = self.opened_per_node.len();
+        self.opened_per_node[i % nodes] += 1;
+    }
+
+    fn fail(&mut self, why: &str) {
+        self.failed += 1;
+        if self.first_failure.is_empty() {
+            self.first_failure = why.replace('\n', " ");
+        }
+    }
+
+    fn line(&self) -> String {
+        let per_node: Vec<String> = self.opened_per_node.iter().map(u64::to_string).collect();
+        format!(
+            "connected {} {} {:.3} {} {}",
+            self.opened,
+            self.failed,
+            self.seconds,
+            per_node.join(","),
+            self.first_failure
+        )
+    }
+
+    fn parse(line: &str) -> Option<Connected> {
+        let fields: Vec<&str> = line.splitn(6, ' ').collect();
+        let ["connected", opened, failed, seconds, per_node, rest @ ..] = fields.as_slice() else {
+            return None;
+        };
+        Some(Connected {
+            opened: opened.parse().unwrap_or(0),
+            opened_per_node: per_node
+                .split(',')
+                .map(|n| n.parse().unwrap_or(0))
+                .collect(),
+            failed: failed.parse().unwrap_or(0),
+            seconds: seconds.parse().unwrap_or(0.0),
+            first_failure: rest.first().map_or("", |f| f).to_string(),
+        })
+    }
 }
 
 async fn read_line(worker: &mut Worker, timeout: Duration) -> Result<String, String> {
@@ -455,25 +527,19 @@ pub async fn worker(args: WorkerArgs) -> Result<(), String> {
         }));
     }
     let mut conns = Vec::with_capacity(args.count);
-    let mut failed = 0u64;
-    let mut first_failure = String::new();
-    for task in tasks {
+    let mut connected = Connected::new(addrs.len());
+    for (local, task) in tasks.into_iter().enumerate() {
         match task.await.map_err(|e| e.to_string())? {
-            Ok(conn) => conns.push(conn),
-            Err(e) => {
-                failed += 1;
-                if first_failure.is_empty() {
-                    first_failure = e.to_string().replace('\n', " ");
-                }
+            Ok(conn) => {
+                connected.open(args.first + local);
+                conns.push(conn);
             }
+            Err(e) => connected.fail(&e.to_string()),
         }
     }
     // Connected: ready before this line is printed, so the connect time ends here.
-    println!(
-        "connected {} {failed} {:.3} {first_failure}",
-        conns.len(),
-        started.elapsed().as_secs_f64()
-    );
+    connected.seconds = started.elapsed().as_secs_f64();
+    println!("{}", connected.line());
     let closed_at_connect = shared.closed.load(Ordering::Relaxed);
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     while let Ok(Some(line)) = stdin.next_line().await {
@@ -505,4 +571,39 @@ pub async fn worker(args: WorkerArgs) -> Result<(), String> {
         conn.abort();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_report_the_connections_opened_on_each_node() {
+        // Five connections over two nodes: a worker with 0..3, one with 3..5 whose 4 failed.
+        let mut first = Connected::new(2);
+        for i in 0..3 {
+            first.open(i);
+        }
+        let mut second = Connected::new(2);
+        second.open(3);
+        second.fail("HTTP 503: at capacity\ntry later");
+        second.seconds = 1.5;
+        let (first, second) = (
+            Connected::parse(&first.line()).unwrap(),
+            Connected::parse(&second.line()).unwrap(),
+        );
+        assert_eq!(first.opened_per_node, vec![2, 1]);
+        assert_eq!(first.first_failure, "");
+        assert_eq!(
+            second,
+            Connected {
+                opened: 1,
+                opened_per_node: vec![0, 1],
+                failed: 1,
+                seconds: 1.5,
+                first_failure: "HTTP 503: at capacity try later".into(),
+            }
+        );
+        assert_eq!(Connected::parse("alive 3 0"), None);
+    }
 }

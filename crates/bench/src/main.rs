@@ -733,8 +733,13 @@ async fn run(
                 vec![
                     "messages missing".into(),
                     format!(
-                        "{} (in {} clients)",
-                        r.messages_missing, r.clients_missing_messages
+                        "{} (in {} clients){}",
+                        r.messages_missing,
+                        r.clients_missing_messages,
+                        r.first_error
+                            .as_ref()
+                            .map(|e| format!("; first close or error: {e}"))
+                            .unwrap_or_default()
                     ),
                 ],
                 vec![

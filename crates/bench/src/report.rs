@@ -386,7 +386,8 @@ fn nodes_table(steps: &[StepResult]) -> String {
     )
 }
 
-/// `idle` per node: memory before and after, per connection, open files, CPU while connecting.
+/// `idle` per node: connections (opened of requested, when some failed), memory before and after,
+/// per connection opened, open files, CPU while connecting.
 pub fn idle_nodes_table(nodes: &[crate::idle::IdleNode]) -> String {
     let mib = |b: Option<u64>| opt(b.map(|b| b as f64 / 1048576.0), 1);
     let rows: Vec<Vec<String>> = nodes
@@ -394,7 +395,11 @@ pub fn idle_nodes_table(nodes: &[crate::idle::IdleNode]) -> String {
         .map(|n| {
             vec![
                 n.node.clone(),
-                n.connections.to_string(),
+                if n.connections_opened == n.connections as u64 {
+                    n.connections.to_string()
+                } else {
+                    format!("{} of {}", n.connections_opened, n.connections)
+                },
                 mib(n.rss_before_bytes),
                 mib(n.rss_after_connect_bytes),
                 mib(n.rss_after_hold_bytes),

@@ -183,6 +183,9 @@ pub struct ReconnectResult {
     pub messages_missing: u64,
     pub clients_missing_messages: u64,
     pub nothing_missed: bool,
+    /// The first close or error frame a client got (a client that missed messages often says
+    /// why here: a slow consumer's 4008, say); `first_failure` is about connecting.
+    pub first_error: Option<String>,
     /// Every node's CPU while the clients came back, summed.
     pub server_cpu_s: Option<f64>,
     /// Every node's memory at the end, summed.
@@ -242,6 +245,15 @@ struct ReconnectShared {
     caught_up: Counter,
     pages: Counter,
     catch_up: Recorder,
+    first_error: Mutex<Option<String>>,
+}
+
+impl ReconnectShared {
+    fn error(&self, why: impl FnOnce() -> String) {
+        if let Ok(mut first) = self.first_error.lock() {
+            first.get_or_insert_with(why);
+        }
+    }
 }
 
 struct ClientHandler {
@@ -307,7 +319,11 @@ impl Handler for ClientHandler {
                     self.check_caught_up(&mut state);
                 }
             }
-            _ => {}
+            // The bench ends a client's connections by abort, which reports nothing: a close is
+            // the server's, or a read that failed.
+            Ev::Closed { code, reason } => self.shared.error(|| conn::close_reason(code, reason)),
+            Ev::Error { code, .. } => self.shared.error(|| code.to_string()),
+            Ev::Reply { .. } | Ev::Other => {}
         }
     }
 }
@@ -557,6 +573,7 @@ pub async fn reconnect(common: &Common, args: &ReconnectArgs) -> Result<Reconnec
         messages_missing: missing,
         clients_missing_messages: clients_missing,
         nothing_missed: missing == 0 && failures == 0,
+        first_error: shared.first_error.lock().ok().and_then(|f| f.clone()),
         server_cpu_s: server_cpu,
         server_rss_bytes: sum_known(&nodes.rss()),
         encoding: proto.encoding().unwrap_or("json").to_string(),
@@ -780,4 +797,42 @@ async fn wait_for(mut done: impl FnMut() -> bool, timeout: Duration) -> Result<(
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_reports_the_first_close_or_error_it_got() {
+        let shared = Arc::new(ReconnectShared::default());
+        let mut handler = ClientHandler {
+            state: Arc::new(Mutex::new(ClientState::default())),
+            shared: shared.clone(),
+        };
+        let (out, _queue) = tokio::sync::mpsc::unbounded_channel();
+        handler.on(
+            Ev::Closed {
+                code: Some(4008),
+                reason: None,
+            },
+            &out,
+        );
+        handler.on(
+            Ev::Error {
+                id: Some(SYNC_ID),
+                code: "rate_limited",
+            },
+            &out,
+        );
+        assert_eq!(
+            shared
+                .first_error
+                .lock()
+                .ok()
+                .and_then(|f| f.clone())
+                .as_deref(),
+            Some("connection closed by the server (4008)")
+        );
+    }
 }

@@ -295,11 +295,10 @@ impl Handler for TrafficHandler {
                     }
                 }
             }
-            Ev::Closed { code } => {
+            Ev::Closed { code, reason } => {
                 self.shared.closed.add(1);
-                if let (Some(code), Ok(mut first)) = (code, self.shared.first_error.lock()) {
-                    first
-                        .get_or_insert_with(|| format!("connection closed by the server ({code})"));
+                if let Ok(mut first) = self.shared.first_error.lock() {
+                    first.get_or_insert_with(|| conn::close_reason(code, reason));
                 }
             }
         }
@@ -1059,6 +1058,37 @@ mod tests {
                 .and_then(|f| f.clone())
                 .as_deref(),
             Some("rate_limited")
+        );
+    }
+
+    #[test]
+    fn a_connection_whose_read_failed_names_why_in_first_error() {
+        let shared = Arc::new(Shared::default());
+        let (out, _queue) = tokio::sync::mpsc::unbounded_channel();
+        let mut handler = TrafficHandler::new(shared.clone());
+        handler.on(
+            Ev::Closed {
+                code: None,
+                reason: Some("connection read failed: bad MSG length"),
+            },
+            &out,
+        );
+        handler.on(
+            Ev::Closed {
+                code: Some(4008),
+                reason: None,
+            },
+            &out,
+        );
+        assert_eq!(shared.closed.get(), 2);
+        assert_eq!(
+            shared
+                .first_error
+                .lock()
+                .ok()
+                .and_then(|f| f.clone())
+                .as_deref(),
+            Some("connection read failed: bad MSG length")
         );
     }
 

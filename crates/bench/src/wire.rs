@@ -23,8 +23,12 @@ pub const OP_PONG: u8 = 0xA;
 
 /// Initial read buffer of a connection; an idle connection should cost the load generator little.
 pub const READ_BUFFER_INITIAL: usize = 2 * 1024;
-/// Frames larger than this are a protocol error for the bench (the server's limit is far below).
+/// Frames, reassembled messages and NATS payloads larger than this are a protocol error for the
+/// bench (the server's limit is far below), so that a bad length cannot make it buffer without end.
 const FRAME_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// A read or reassembly buffer that grew beyond this for a burst or a large message is given back
+/// once drained, so that an idle connection stays small.
+const BUFFER_KEPT_BYTES_MAX: usize = 64 * 1024;
 
 /// A small fast PRNG (xorshift64*) for masking keys and handshake nonces.
 #[derive(Clone)]
@@ -157,7 +161,7 @@ impl ReadBuf {
 
     /// Give back memory after a burst, so that an idle connection stays small.
     pub fn shrink_if_idle(&mut self) {
-        if self.start == self.data.len() && self.data.capacity() > 64 * 1024 {
+        if self.start == self.data.len() && self.data.capacity() > BUFFER_KEPT_BYTES_MAX {
             self.data = Vec::with_capacity(READ_BUFFER_INITIAL);
             self.start = 0;
         }
@@ -174,6 +178,11 @@ pub struct WsParser {
 impl WsParser {
     /// The next complete frame in `buf`, if any. Control frames pass through fragmented messages.
     pub fn next<'a>(&'a mut self, buf: &'a mut ReadBuf) -> io::Result<Option<Frame<'a>>> {
+        // A large message reassembled here was borrowed by the caller until this call: only now
+        // can its buffer be given back.
+        if self.fragment_opcode.is_none() && self.fragments.capacity() > BUFFER_KEPT_BYTES_MAX {
+            self.fragments = Vec::new();
+        }
         loop {
             let bytes = buf.pending();
             if bytes.len() < 2 {
@@ -192,10 +201,29 @@ impl WsParser {
                 n => (n as usize, 2),
             };
             if len > FRAME_BYTES_MAX {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "frame too large",
-                ));
+                return Err(invalid(format!(
+                    "frame of {len} bytes, larger than {FRAME_BYTES_MAX}"
+                )));
+            }
+            // Fragments are checked on the header, like the length, so that a bad one is refused
+            // before its payload is buffered.
+            match opcode {
+                // Without a started message it would be appended to the last one.
+                OP_CONTINUATION if self.fragment_opcode.is_none() => {
+                    return Err(invalid("a continuation frame without a message".into()));
+                }
+                OP_CONTINUATION if self.fragments.len() + len > FRAME_BYTES_MAX => {
+                    return Err(invalid(format!(
+                        "fragmented message larger than {FRAME_BYTES_MAX} bytes"
+                    )));
+                }
+                // RFC 6455 §5.4: a message's fragments are not interleaved with another message.
+                OP_TEXT | OP_BINARY if self.fragment_opcode.is_some() => {
+                    return Err(invalid(
+                        "a new message before the fragmented one ended".into(),
+                    ));
+                }
+                _ => {}
             }
             let mask = if masked {
                 if bytes.len() < at + 4 {
@@ -254,15 +282,15 @@ impl WsParser {
                 }
                 OP_PING => return Ok(Some(Frame::Ping(&buf.data[payload]))),
                 OP_PONG => return Ok(Some(Frame::Pong)),
-                _ => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("unknown opcode {opcode}"),
-                    ));
-                }
+                _ => return Err(invalid(format!("unknown opcode {opcode}"))),
             }
         }
     }
+}
+
+/// A protocol error of the server's bytes.
+fn invalid(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message)
 }
 
 /// Open a TCP connection to `target` from `source` (any port), with Nagle off. A source of the
@@ -507,7 +535,7 @@ pub fn nats_next(buf: &mut ReadBuf) -> io::Result<Option<NatsItem<'_>>> {
             }
         }
         if !(3..=4).contains(&count) {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "bad MSG line"));
+            return Err(invalid("bad MSG line".into()));
         }
         let (subject_from, subject_to) = fields[0];
         let (len_from, len_to) = fields[count - 1];
@@ -515,13 +543,23 @@ pub fn nats_next(buf: &mut ReadBuf) -> io::Result<Option<NatsItem<'_>>> {
             .ok()
             .and_then(|s| s.parse::<usize>().ok())
         else {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "bad MSG length"));
+            return Err(invalid("bad MSG length".into()));
         };
+        // Bounded before the sums below, which a length near `usize::MAX` would overflow.
         let payload_start = line_end + 2;
-        if bytes.len() < payload_start + len + 2 {
+        let Some(end) = payload_start
+            .checked_add(len)
+            .and_then(|n| n.checked_add(2))
+            .filter(|_| len <= FRAME_BYTES_MAX)
+        else {
+            return Err(invalid(format!(
+                "MSG of {len} bytes, larger than {FRAME_BYTES_MAX}"
+            )));
+        };
+        if bytes.len() < end {
             return Ok(None);
         }
-        buf.start = base + payload_start + len + 2;
+        buf.start = base + end;
         let data = &buf.data;
         return Ok(Some(NatsItem::Msg {
             subject: &data[base + subject_from..base + subject_to],
@@ -599,6 +637,61 @@ mod tests {
         assert_eq!(parser.next(&mut buf).unwrap(), Some(Frame::Text(b"hello")));
         assert_eq!(parser.next(&mut buf).unwrap(), Some(Frame::Close(1000)));
         assert_eq!(parser.next(&mut buf).unwrap(), None);
+    }
+
+    #[test]
+    fn a_stray_or_interleaved_fragment_is_a_protocol_error() {
+        // A continuation with no message started, even right after a reassembled one.
+        let mut wire = server_frame(OP_TEXT, false, b"he");
+        wire.extend(server_frame(OP_CONTINUATION, true, b"y"));
+        wire.extend(server_frame(OP_CONTINUATION, true, b"stray"));
+        let mut parser = WsParser::default();
+        let mut buf = ReadBuf::new(wire);
+        assert_eq!(parser.next(&mut buf).unwrap(), Some(Frame::Text(b"hey")));
+        let e = parser.next(&mut buf).unwrap_err();
+        assert!(e.to_string().contains("continuation"), "{e}");
+        // A new message while a fragmented one is open.
+        let mut wire = server_frame(OP_TEXT, false, b"he");
+        wire.extend(server_frame(OP_BINARY, true, b"other"));
+        let mut buf = ReadBuf::new(wire);
+        assert!(WsParser::default().next(&mut buf).is_err());
+    }
+
+    #[test]
+    fn a_fragmented_message_is_bounded_as_a_whole() {
+        // Each fragment is below the cap, the message is not: refused on the second header,
+        // before its payload arrives.
+        let mut wire = server_frame(OP_BINARY, false, b"abc");
+        wire.extend([OP_CONTINUATION, 127]);
+        wire.extend(((FRAME_BYTES_MAX - 2) as u64).to_be_bytes());
+        let mut buf = ReadBuf::new(wire);
+        let e = WsParser::default().next(&mut buf).unwrap_err();
+        assert!(e.to_string().contains("fragmented message larger"), "{e}");
+    }
+
+    #[test]
+    fn a_large_reassembled_message_gives_its_buffer_back() {
+        let half = vec![b'x'; 60_000];
+        let mut wire = server_frame(OP_TEXT, false, &half);
+        wire.extend(server_frame(OP_CONTINUATION, true, &half));
+        let mut parser = WsParser::default();
+        let mut buf = ReadBuf::new(wire);
+        let Some(Frame::Text(message)) = parser.next(&mut buf).unwrap() else {
+            panic!("no message");
+        };
+        assert_eq!(message.len(), 120_000);
+        assert!(parser.fragments.capacity() >= 120_000);
+        assert_eq!(parser.next(&mut buf).unwrap(), None);
+        assert_eq!(parser.fragments.capacity(), 0);
+    }
+
+    #[test]
+    fn a_huge_nats_payload_length_is_an_error_not_a_panic() {
+        for len in [usize::MAX, FRAME_BYTES_MAX + 1] {
+            let mut buf = ReadBuf::new(format!("MSG s 1 {len}\r\nabc").into_bytes());
+            let e = nats_next(&mut buf).unwrap_err();
+            assert!(e.to_string().contains("larger than"), "{e}");
+        }
     }
 
     #[test]
