@@ -26,7 +26,9 @@ use crate::Common;
 use crate::conn::{self, Conn, Encoding, Endpoint, Ev, Handler, Out, Outbox, Proto};
 use crate::nodes::{Nodes, sum_known};
 use crate::setup::{self, Account};
-use crate::stats::{self, Batch, Counter, Percentiles, Progress, Recorder, fmt_ms, note};
+use crate::stats::{
+    self, Batch, Counter, FirstError, Percentiles, Progress, Recorder, fmt_ms, note,
+};
 use crate::traffic::connect_all;
 
 const SYNC_ID: u64 = 7;
@@ -245,15 +247,7 @@ struct ReconnectShared {
     caught_up: Counter,
     pages: Counter,
     catch_up: Recorder,
-    first_error: Mutex<Option<String>>,
-}
-
-impl ReconnectShared {
-    fn error(&self, why: impl FnOnce() -> String) {
-        if let Ok(mut first) = self.first_error.lock() {
-            first.get_or_insert_with(why);
-        }
-    }
+    first_error: FirstError,
 }
 
 struct ClientHandler {
@@ -321,8 +315,11 @@ impl Handler for ClientHandler {
             }
             // The bench ends a client's connections by abort, which reports nothing: a close is
             // the server's, or a read that failed.
-            Ev::Closed { code, reason } => self.shared.error(|| conn::close_reason(code, reason)),
-            Ev::Error { code, .. } => self.shared.error(|| code.to_string()),
+            Ev::Closed { code, reason } => self
+                .shared
+                .first_error
+                .note(|| conn::close_reason(code, reason)),
+            Ev::Error { code, .. } => self.shared.first_error.note(|| code.to_string()),
             Ev::Reply { .. } | Ev::Other => {}
         }
     }
@@ -573,7 +570,7 @@ pub async fn reconnect(common: &Common, args: &ReconnectArgs) -> Result<Reconnec
         messages_missing: missing,
         clients_missing_messages: clients_missing,
         nothing_missed: missing == 0 && failures == 0,
-        first_error: shared.first_error.lock().ok().and_then(|f| f.clone()),
+        first_error: shared.first_error.get(),
         server_cpu_s: server_cpu,
         server_rss_bytes: sum_known(&nodes.rss()),
         encoding: proto.encoding().unwrap_or("json").to_string(),
@@ -826,12 +823,7 @@ mod tests {
             &out,
         );
         assert_eq!(
-            shared
-                .first_error
-                .lock()
-                .ok()
-                .and_then(|f| f.clone())
-                .as_deref(),
+            shared.first_error.get().as_deref(),
             Some("connection closed by the server (4008)")
         );
     }

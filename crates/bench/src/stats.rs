@@ -158,6 +158,30 @@ impl Counter {
     }
 }
 
+/// The first of a run's failures (an error frame, a close), kept for the report; later ones
+/// are only counted elsewhere.
+#[derive(Default)]
+pub struct FirstError(std::sync::Mutex<Option<String>>);
+
+impl FirstError {
+    /// Keep `why` unless one is kept already (`why` runs only then).
+    pub fn note(&self, why: impl FnOnce() -> String) {
+        if let Ok(mut first) = self.0.lock() {
+            first.get_or_insert_with(why);
+        }
+    }
+
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|first| first.clone())
+    }
+
+    pub fn reset(&self) {
+        if let Ok(mut first) = self.0.lock() {
+            *first = None;
+        }
+    }
+}
+
 /// The live progress line on stderr: rewritten in place on a terminal, a line every few seconds
 /// otherwise (logs). Stops when dropped.
 pub struct Progress {

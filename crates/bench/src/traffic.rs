@@ -25,7 +25,9 @@ use crate::conn::{self, Conn, Encoding, Endpoint, Ev, Handler, Out, Outbox, PONG
 use crate::nodes::{NodeFigures, Nodes, Usage};
 use crate::procs::{self, Server};
 use crate::setup::{self, Account};
-use crate::stats::{self, Batch, Counter, Percentiles, Progress, Recorder, fmt_ms, note};
+use crate::stats::{
+    self, Batch, Counter, FirstError, Percentiles, Progress, Recorder, fmt_ms, note,
+};
 
 /// Socket.IO join acknowledgements use ids from here up.
 const JOIN_BASE: u64 = 1 << 60;
@@ -173,7 +175,7 @@ struct Shared {
     /// none yet).
     first_delivery_ns: AtomicU64,
     last_delivery_ns: AtomicU64,
-    first_error: std::sync::Mutex<Option<String>>,
+    first_error: FirstError,
     /// Deliveries so far of each message of the step, to tell a duplicate from a delivery.
     deliveries_of: std::sync::RwLock<Arc<DeliveriesOf>>,
     duplicates: Counter,
@@ -290,16 +292,14 @@ impl Handler for TrafficHandler {
                 // not the measurement's, nor is a late one of the step before.
                 if id.is_none_or(|k| k < JOIN_BASE && self.shared.measured(k)) {
                     self.errors += 1;
-                    if let Ok(mut first) = self.shared.first_error.lock() {
-                        first.get_or_insert_with(|| code.to_string());
-                    }
+                    self.shared.first_error.note(|| code.to_string());
                 }
             }
             Ev::Closed { code, reason } => {
                 self.shared.closed.add(1);
-                if let Ok(mut first) = self.shared.first_error.lock() {
-                    first.get_or_insert_with(|| conn::close_reason(code, reason));
-                }
+                self.shared
+                    .first_error
+                    .note(|| conn::close_reason(code, reason));
             }
         }
     }
@@ -730,9 +730,7 @@ async fn run_step(rig: &mut Rig, args: &TrafficArgs, rate: f64) -> StepResult {
     ] {
         c.reset();
     }
-    if let Ok(mut first) = shared.first_error.lock() {
-        *first = None;
-    }
+    shared.first_error.reset();
     shared.first_delivery_ns.store(u64::MAX, Ordering::Relaxed);
     shared.last_delivery_ns.store(0, Ordering::Relaxed);
     let warmup_count = (args.warmup.as_secs_f64() * rate).round() as u64;
@@ -881,7 +879,7 @@ async fn run_step(rig: &mut Rig, args: &TrafficArgs, rate: f64) -> StepResult {
         receive_latency_ms: receive,
         send_lag_ms: shared.lag.summary(),
         errors,
-        first_error: shared.first_error.lock().ok().and_then(|f| f.clone()),
+        first_error: shared.first_error.get(),
         connections_closed: shared.closed.get(),
         wall_s,
         server_cpu_s: server_cpu,
@@ -1050,15 +1048,7 @@ mod tests {
         );
         handler.flush();
         assert_eq!(shared.errors.get(), 2);
-        assert_eq!(
-            shared
-                .first_error
-                .lock()
-                .ok()
-                .and_then(|f| f.clone())
-                .as_deref(),
-            Some("rate_limited")
-        );
+        assert_eq!(shared.first_error.get().as_deref(), Some("rate_limited"));
     }
 
     #[test]
@@ -1082,12 +1072,7 @@ mod tests {
         );
         assert_eq!(shared.closed.get(), 2);
         assert_eq!(
-            shared
-                .first_error
-                .lock()
-                .ok()
-                .and_then(|f| f.clone())
-                .as_deref(),
+            shared.first_error.get().as_deref(),
             Some("connection read failed: bad MSG length")
         );
     }

@@ -15,8 +15,8 @@ const BACKGROUND_NICE: libc::c_int = 10;
 /// msgs/s and getting less, so its queue grew until the commit groups were large enough.
 /// Median recv p99 of alternating runs (docs/benchmarks.md): 198 ms at nice 0 against 109 at -10
 /// at 40,000 msgs/s (ten runs each), 656 against 140 ms at 50,000 (seven); 1.77–2.10 against
-/// 1.42–1.48 ms at 5,000, within the noise at 30,000. A higher weight cannot starve the workers: the writer has work only while they hand
-/// it sends.
+/// 1.42–1.48 ms at 5,000, within the noise at 30,000. A higher weight cannot starve the
+/// workers: the writer has work only while they hand it sends.
 #[cfg(target_os = "linux")]
 pub(crate) fn writer() {
     match set_nice(WRITER_NICE) {
