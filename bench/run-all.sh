@@ -8,7 +8,7 @@
 #   bench/run-all.sh                 # everything
 #   ONLY="direct fanout" bench/run-all.sh
 #   OUT=/tmp/results bench/run-all.sh
-#   ENCODING=json,proto ONLY="direct fanout sync" bench/run-all.sh   # JSON against protobuf
+#   ENCODING=json ONLY="direct fanout" bench/run-all.sh   # Natter with JSON frames only
 #   ONLY="direct-nodes fanout-nodes idle-nodes" bench/run-all.sh     # clusters (not in the default
 #                                    # set: they need PostgreSQL on 127.0.0.1:5432 and nats-server)
 #
@@ -23,9 +23,9 @@ RUN_ALL_TIMEOUT="${RUN_ALL_TIMEOUT:-2700}"
 DIRECT_RATES="${DIRECT_RATES:-1000,5000,10000,20000,30000,40000}"
 FANOUT_RATES="${FANOUT_RATES:-250,500,1000,1500,2000,2500,3000,4000,5000}"
 PEERS="${PEERS:-natter,socketio,nats,jetstream}"
-# Natter's frame encoding for direct and fanout (json, proto, or json,proto for both side by side);
-# sync, idle and reconnect take the first.
-ENCODING="${ENCODING:-json}"
+# Natter's frame encoding for direct and fanout: json, proto, or json,proto (the default: both,
+# each judged against the targets and the peers); sync, idle and reconnect take the first.
+ENCODING="${ENCODING:-json,proto}"
 ENCODING_ONE="${ENCODING%%,*}"
 # Cluster runs: one node against NODES nodes (each on PostgreSQL and NATS), and idle on IDLE_NODES.
 NODES="${NODES:-3}"

@@ -26,6 +26,8 @@ pub struct Target {
 /// The Natter/peer ratio at one offered load.
 #[derive(Debug, Clone, Serialize)]
 pub struct Ratio {
+    /// The Natter row compared: `natter` (JSON frames) or `natter-proto` (protobuf frames).
+    pub natter: String,
     pub peer: String,
     pub offered_rate: f64,
     pub natter_receive_p99_ms: f64,
@@ -41,18 +43,28 @@ pub struct Ratio {
     pub throughput_ratio: f64,
 }
 
-/// The Natter row that targets and peer ratios are judged on: the first encoding run
-/// (`natter` for JSON, `natter-proto` when only protobuf ran).
-pub fn natter_row(steps: &[StepResult]) -> &str {
-    steps
-        .iter()
-        .find(|s| s.encoding.is_some())
-        .map_or("natter", |s| s.peer.as_str())
+/// The Natter rows of a run, one per encoding, in the order they ran (`natter` for JSON frames,
+/// `natter-proto` for protobuf frames): targets and peer ratios are judged on each.
+pub fn natter_rows(steps: &[StepResult]) -> Vec<&str> {
+    let mut rows: Vec<&str> = Vec::new();
+    for step in steps.iter().filter(|s| s.encoding.is_some()) {
+        if !rows.contains(&step.peer.as_str()) {
+            rows.push(&step.peer);
+        }
+    }
+    rows
 }
 
 pub fn ratios(steps: &[StepResult]) -> Vec<Ratio> {
     let mut out = Vec::new();
-    let row = natter_row(steps);
+    for row in natter_rows(steps) {
+        out.extend(ratios_of(steps, row));
+    }
+    out
+}
+
+fn ratios_of(steps: &[StepResult], row: &str) -> Vec<Ratio> {
+    let mut out = Vec::new();
     for natter in steps.iter().filter(|s| s.peer == row) {
         for peer in steps
             .iter()
@@ -60,6 +72,7 @@ pub fn ratios(steps: &[StepResult]) -> Vec<Ratio> {
         {
             let div = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
             out.push(Ratio {
+                natter: row.to_string(),
                 peer: peer.peer.clone(),
                 offered_rate: natter.offered_rate,
                 natter_receive_p99_ms: natter.receive_latency_ms.p99,
@@ -291,6 +304,7 @@ pub fn traffic_table(steps: &[StepResult]) -> String {
             .iter()
             .map(|r| {
                 vec![
+                    r.natter.clone(),
                     r.peer.clone(),
                     format!("{:.0}", r.offered_rate),
                     format!(
@@ -314,6 +328,7 @@ pub fn traffic_table(steps: &[StepResult]) -> String {
             .collect();
         out.push_str(&table(
             &[
+                "natter",
                 "peer",
                 "offered/s",
                 "recv p99 N/peer",
@@ -427,53 +442,76 @@ pub fn idle_nodes_table(nodes: &[crate::idle::IdleNode]) -> String {
     )
 }
 
-/// Targets of the issue that a `direct` run can check.
+/// Targets of the issue that a `direct` run can check, for each encoding that ran.
 pub fn direct_targets(steps: &[StepResult]) -> Vec<Target> {
-    let row = natter_row(steps);
-    let natter: Vec<&StepResult> = steps.iter().filter(|s| s.peer == row).collect();
-    let mut targets = Vec::new();
-    let at_5000 = natter.iter().find(|s| s.offered_rate == 5000.0);
-    targets.push(Target {
-        name: "direct p99 at 5,000 msg/s".into(),
-        target: "send→receive p99 ≤ 5 ms".into(),
-        measured: at_5000.map_or("not run at 5,000/s".into(), |s| {
-            format!("{} ms", ms(s.receive_latency_ms.p99))
-        }),
-        met: at_5000.map(|s| s.sustained && s.receive_latency_ms.p99 <= 5.0),
-    });
-    let best = max_sustained(steps, row);
-    targets.push(Target {
-        name: "direct sustained rate".into(),
-        target: "≥ 30,000 msg/s with p99 < 50 ms".into(),
-        measured: best.map_or("none sustained".into(), |r| format!("{r:.0} msg/s")),
-        met: (!natter.is_empty()).then(|| best.unwrap_or(0.0) >= 30_000.0),
-    });
-    targets.extend(peer_targets(steps));
-    targets
+    per_encoding(steps, |row| {
+        let natter: Vec<&StepResult> = steps.iter().filter(|s| s.peer == row).collect();
+        let mut targets = Vec::new();
+        let at_5000 = natter.iter().find(|s| s.offered_rate == 5000.0);
+        targets.push(Target {
+            name: "direct p99 at 5,000 msg/s".into(),
+            target: "send→receive p99 ≤ 5 ms".into(),
+            measured: at_5000.map_or("not run at 5,000/s".into(), |s| {
+                format!("{} ms", ms(s.receive_latency_ms.p99))
+            }),
+            met: at_5000.map(|s| s.sustained && s.receive_latency_ms.p99 <= 5.0),
+        });
+        let best = max_sustained(steps, row);
+        targets.push(Target {
+            name: "direct sustained rate".into(),
+            target: "≥ 30,000 msg/s with p99 < 50 ms".into(),
+            measured: best.map_or("none sustained".into(), |r| format!("{r:.0} msg/s")),
+            met: (!natter.is_empty()).then(|| best.unwrap_or(0.0) >= 30_000.0),
+        });
+        targets.extend(peer_targets(steps, row));
+        targets
+    })
 }
 
-/// Targets of the issue that a `fanout` run can check.
+/// Targets of the issue that a `fanout` run can check, for each encoding that ran.
 pub fn fanout_targets(steps: &[StepResult], group_size: usize) -> Vec<Target> {
-    let row = natter_row(steps);
-    let best = steps
-        .iter()
-        .filter(|s| s.peer == row && s.sustained)
-        .map(|s| s.delivered_per_s)
-        .fold(0.0f64, f64::max);
-    let mut targets = vec![Target {
-        name: format!("fanout deliveries in groups of {group_size}"),
-        target: "≥ 250,000 deliveries/s in groups of 100, p99 < 50 ms".into(),
-        measured: format!("{best:.0} deliveries/s"),
-        met: (group_size == 100 && steps.iter().any(|s| s.peer == row))
-            .then_some(best >= 250_000.0),
-    }];
-    targets.extend(peer_targets(steps));
+    per_encoding(steps, |row| {
+        let best = steps
+            .iter()
+            .filter(|s| s.peer == row && s.sustained)
+            .map(|s| s.delivered_per_s)
+            .fold(0.0f64, f64::max);
+        let mut targets = vec![Target {
+            name: format!("fanout deliveries in groups of {group_size}"),
+            target: "≥ 250,000 deliveries/s in groups of 100, p99 < 50 ms".into(),
+            measured: format!("{best:.0} deliveries/s"),
+            met: (group_size == 100 && steps.iter().any(|s| s.peer == row))
+                .then_some(best >= 250_000.0),
+        }];
+        targets.extend(peer_targets(steps, row));
+        targets
+    })
+}
+
+/// The targets `judge` gives each Natter row; named after their encoding when both ran.
+fn per_encoding(steps: &[StepResult], judge: impl Fn(&str) -> Vec<Target>) -> Vec<Target> {
+    let rows = natter_rows(steps);
+    if rows.len() <= 1 {
+        return judge(rows.first().copied().unwrap_or("natter"));
+    }
+    let mut targets = Vec::new();
+    for row in rows {
+        let encoding = if row == "natter-proto" {
+            "protobuf"
+        } else {
+            "JSON"
+        };
+        targets.extend(judge(row).into_iter().map(|mut t| {
+            t.name = format!("{} ({encoding})", t.name);
+            t
+        }));
+    }
     targets
 }
 
-fn peer_targets(steps: &[StepResult]) -> Vec<Target> {
+fn peer_targets(steps: &[StepResult], row: &str) -> Vec<Target> {
     let mut targets = Vec::new();
-    let r = ratios(steps);
+    let r = ratios_of(steps, row);
     let vs_socketio: Vec<&Ratio> = r.iter().filter(|r| r.peer == "socketio").collect();
     if !vs_socketio.is_empty() {
         // Compared where both sustained the load.
@@ -502,7 +540,7 @@ fn peer_targets(steps: &[StepResult]) -> Vec<Target> {
         });
     }
     if steps.iter().any(|s| s.peer == "jetstream") {
-        let natter = max_sustained(steps, natter_row(steps)).unwrap_or(0.0);
+        let natter = max_sustained(steps, row).unwrap_or(0.0);
         let jetstream = max_sustained(steps, "jetstream").unwrap_or(0.0);
         targets.push(Target {
             name: "durable throughput vs JetStream".into(),
@@ -852,14 +890,48 @@ mod tests {
         assert_eq!(c[0].bytes_ratio, Some(0.4));
         assert_eq!(c[0].server_cpu_ratio, Some(0.8));
         let r = ratios(&steps);
-        assert_eq!(r.len(), 1, "natter-proto is not a peer: {r:?}");
-        assert_eq!(r[0].peer, "socketio");
+        assert_eq!(r.len(), 2, "each encoding against each peer: {r:?}");
+        assert!(r.iter().all(|r| r.peer == "socketio"), "{r:?}");
+        assert_eq!(
+            r.iter().map(|r| r.natter.as_str()).collect::<Vec<_>>(),
+            ["natter", "natter-proto"]
+        );
+        assert_eq!(r[1].receive_p99_ratio, 0.25);
         let text = traffic_table(&steps);
         assert!(text.contains("JSON vs Protocol Buffers"), "{text}");
-        // Only protobuf ran: it is the row the targets judge.
+        // Only protobuf ran: it is the row the targets judge, under the targets' plain names.
         let only = vec![step("natter-proto", 5000.0, 4.0, 10000.0)];
-        assert_eq!(natter_row(&only), "natter-proto");
-        assert_eq!(direct_targets(&only)[0].met, Some(true));
+        assert_eq!(natter_rows(&only), ["natter-proto"]);
+        let targets = direct_targets(&only);
+        assert_eq!(targets[0].name, "direct p99 at 5,000 msg/s");
+        assert_eq!(targets[0].met, Some(true));
+    }
+
+    /// With both encodings in one run every target is judged on each, and says which.
+    #[test]
+    fn both_encodings_are_judged_each_under_its_own_name() {
+        let steps = vec![
+            step("natter", 30000.0, 60.0, 60000.0),
+            step("natter-proto", 30000.0, 40.0, 60000.0),
+            step("jetstream", 30000.0, 45.0, 60000.0),
+        ];
+        let targets = direct_targets(&steps);
+        let judged: Vec<(&str, Option<bool>)> =
+            targets.iter().map(|t| (t.name.as_str(), t.met)).collect();
+        assert_eq!(
+            judged,
+            [
+                ("direct p99 at 5,000 msg/s (JSON)", None),
+                ("direct sustained rate (JSON)", Some(false)),
+                ("durable throughput vs JetStream (JSON)", Some(false)),
+                ("direct p99 at 5,000 msg/s (protobuf)", None),
+                ("direct sustained rate (protobuf)", Some(true)),
+                ("durable throughput vs JetStream (protobuf)", Some(true)),
+            ]
+        );
+        let fanout = fanout_targets(&steps, 100);
+        assert_eq!(fanout.len(), 4, "{fanout:?}");
+        assert!(fanout[2].name.ends_with("(protobuf)"), "{fanout:?}");
     }
 
     #[test]
