@@ -56,6 +56,8 @@ struct WriterAcks {
     errors: Counter,
     max_seq: Mutex<Vec<u64>>,
     channels: usize,
+    /// Why a writer connection ended, if one did: its queued sends will never be answered.
+    closed: FirstError,
 }
 
 struct WriterHandler(Arc<WriterAcks>);
@@ -76,10 +78,18 @@ impl Handler for WriterHandler {
                 }
             }
             Ev::Error { .. } => self.0.errors.add(1),
+            Ev::Closed { code, reason } => self.0.closed.note(|| conn::close_reason(code, reason)),
             _ => {}
         }
     }
 }
+
+/// Most of a bulk write's messages unanswered at once, over all the writer's connections: 32 per
+/// connection, as many as the server pipelines. Every connection of the writer also receives
+/// every message (every device gets every message), so an unpaced burst of thousands could fill
+/// a connection's outbound queue on the server faster than the bench reads it, and the server
+/// would rightly close it as a slow reader.
+const BULK_UNANSWERED_PER_CONNECTION: u64 = 32;
 
 impl Writer {
     async fn open(
@@ -127,17 +137,57 @@ impl Writer {
         }
     }
 
-    /// Wait until everything sent is acknowledged (or failed), bounded.
+    /// Send `count` messages as fast as they are answered, with at most
+    /// [`BULK_UNANSWERED_PER_CONNECTION`] per connection unanswered; then wait for the rest
+    /// (`settle`). The whole is bounded by `timeout`.
+    async fn send_bulk(&mut self, count: u64, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        let window = BULK_UNANSWERED_PER_CONNECTION * self.conns.len().max(1) as u64;
+        let mut left = count;
+        while left > 0 {
+            let unanswered = self.unanswered();
+            if unanswered < window {
+                let batch = left.min(window - unanswered);
+                self.send(batch);
+                left -= batch;
+                continue;
+            }
+            self.check(deadline, timeout)?;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        self.settle(deadline.saturating_duration_since(Instant::now()))
+            .await
+    }
+
+    /// Messages sent and not yet acknowledged or refused.
+    fn unanswered(&self) -> u64 {
+        (self.next_k - 1).saturating_sub(self.acks.acked.get() + self.acks.errors.get())
+    }
+
+    /// An error once a writer connection has ended or `deadline` has passed.
+    fn check(&self, deadline: Instant, timeout: Duration) -> Result<(), String> {
+        let sent = self.next_k - 1;
+        if let Some(why) = self.acks.closed.get() {
+            return Err(format!(
+                "a writer connection ended with {} of {sent} sends answered: {why}",
+                sent - self.unanswered()
+            ));
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the writer got {} of {sent} acks in {timeout:?}",
+                self.acks.acked.get()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Wait until everything sent is acknowledged (or failed), bounded; at once an error if a
+    /// writer connection ends first.
     async fn settle(&self, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
-        let sent = self.next_k - 1;
-        while self.acks.acked.get() + self.acks.errors.get() < sent {
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "the writer got {} of {sent} acks in {timeout:?}",
-                    self.acks.acked.get()
-                ));
-            }
+        while self.unanswered() > 0 {
+            self.check(deadline, timeout)?;
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         if self.acks.errors.get() > 0 {
@@ -422,8 +472,9 @@ pub async fn reconnect(common: &Common, args: &ReconnectArgs) -> Result<Reconnec
         "reconnect: dropped {k} clients; {} messages while they are away",
         args.missed
     ));
-    writer.send(args.missed);
-    writer.settle(Duration::from_secs(120)).await?;
+    writer
+        .send_bulk(args.missed, Duration::from_secs(120))
+        .await?;
     let gap_left = args.gap.saturating_sub(dropped.elapsed());
     tokio::time::sleep(gap_left).await;
 
@@ -733,8 +784,9 @@ pub async fn sync(common: &Common, args: &SyncArgs) -> Result<SyncResult, String
     let total = args.messages;
     let progress =
         Progress::start(move |_| format!("[sync] writing {}/{total}", progress_acks.acked.get()));
-    writer.send(args.messages);
-    writer.settle(Duration::from_secs(600)).await?;
+    writer
+        .send_bulk(args.messages, Duration::from_secs(600))
+        .await?;
     drop(progress);
     for conn in &writer.conns {
         conn.abort();
@@ -799,6 +851,51 @@ async fn wait_for(mut done: impl FnMut() -> bool, timeout: Duration) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A writer connection the server closed (a slow reader, say) never answers what was queued
+    /// on it: the wait for acks says so at once instead of running out its timeout.
+    #[tokio::test]
+    async fn the_writer_stops_waiting_once_one_of_its_connections_ended() {
+        let acks = Arc::new(WriterAcks {
+            max_seq: Mutex::new(vec![0]),
+            channels: 1,
+            ..WriterAcks::default()
+        });
+        let writer = Writer {
+            conns: Vec::new(),
+            acks: acks.clone(),
+            next_k: 4,
+            channels: 1,
+        };
+        let mut handler = WriterHandler(acks.clone());
+        let (out, _queue) = tokio::sync::mpsc::unbounded_channel();
+        handler.on(
+            Ev::Error {
+                id: Some(1),
+                code: "invalid_request",
+            },
+            &out,
+        );
+        assert_eq!(writer.unanswered(), 2);
+        handler.on(
+            Ev::Closed {
+                code: Some(4008),
+                reason: None,
+            },
+            &out,
+        );
+        let started = Instant::now();
+        let error = writer
+            .settle(Duration::from_secs(60))
+            .await
+            .expect_err("a connection ended");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(
+            error,
+            "a writer connection ended with 1 of 3 sends answered: connection closed by the \
+             server (4008)"
+        );
+    }
 
     #[test]
     fn a_client_reports_the_first_close_or_error_it_got() {
