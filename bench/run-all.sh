@@ -2,7 +2,7 @@
 # The whole benchmark, side by side, in one go: builds the server and the bench, then runs every
 # scenario of natter-bench against a fresh Natter node (default durable mode) and, for `direct`
 # and `fanout`, against the peers too (Socket.IO, NATS core, NATS JetStream), each started fresh on
-# this machine. Loopback only; every step is bounded in time (the whole run: about 25 minutes,
+# this machine. Loopback only; every step is bounded in time (the whole run: about 20 minutes,
 # at most RUN_ALL_TIMEOUT seconds, 45 minutes by default).
 #
 #   bench/run-all.sh                 # everything
