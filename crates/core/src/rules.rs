@@ -1,8 +1,9 @@
 //! Who may do what in a conversation. Pure functions: the store calls them inside the same
 //! transaction that writes, so that a rule and the write it guards see the same state.
 
-use natter_proto::{ConversationKind, Role};
+use natter_proto::{ConversationKind, Role, Seq, SystemEvent, UserId};
 
+use crate::store::Membership;
 use crate::{Error, Result};
 
 /// Only an owner or admin adds or removes members, and only in groups.
@@ -68,6 +69,76 @@ pub fn may_set_title(kind: ConversationKind, actor: Role) -> Result<()> {
     }
 }
 
+/// `actor` leaving a conversation with `members_count` active members (them included): the
+/// system message that says so, if they may.
+pub fn leave(actor: UserId, membership: &Membership, members_count: usize) -> Result<SystemEvent> {
+    may_leave(membership.kind, membership.role, members_count)?;
+    Ok(SystemEvent::MemberLeft { user_id: actor })
+}
+
+/// `actor` (`membership`) removing `user`, whose membership is `target` (`None`: never a
+/// member): the system message that says so, if they may.
+pub fn removal(
+    actor: UserId,
+    membership: &Membership,
+    user: UserId,
+    target: Option<&Membership>,
+) -> Result<SystemEvent> {
+    may_manage_members(membership.kind, membership.role)?;
+    let target = active(user, target)?;
+    may_remove(membership.role, target.role)?;
+    Ok(SystemEvent::MemberRemoved {
+        by: actor,
+        user_id: user,
+    })
+}
+
+/// The role updates that making `user` (membership `target`) a `role` takes, when `actor`
+/// (`membership`) asks: `user`'s, and when it hands ownership over, the old owner's (who becomes
+/// an admin).
+pub fn role_changes(
+    actor: UserId,
+    membership: &Membership,
+    user: UserId,
+    target: Option<&Membership>,
+    role: Role,
+) -> Result<Vec<(UserId, Role)>> {
+    may_set_role(membership.kind, membership.role)?;
+    active(user, target)?;
+    if user == actor {
+        return Err(Error::conflict(
+            "the owner keeps their role until they make someone else owner",
+        ));
+    }
+    let mut changes = vec![(user, role)];
+    if role == Role::Owner {
+        changes.push((actor, Role::Admin));
+    }
+    Ok(changes)
+}
+
+/// A member's delivered and read markers after they mark a conversation whose last message is
+/// `last_seq`: a marker only moves forward and never past the last message, and what was read
+/// was delivered.
+pub fn marks_after(
+    (delivered_seq, read_seq): (Seq, Seq),
+    delivered: Option<Seq>,
+    read: Option<Seq>,
+    last_seq: Seq,
+) -> (Seq, Seq) {
+    let read_seq = read_seq.max(read.unwrap_or(0).min(last_seq));
+    let delivered_seq = delivered_seq
+        .max(delivered.unwrap_or(0).min(last_seq))
+        .max(read_seq);
+    (delivered_seq, read_seq)
+}
+
+fn active(user: UserId, membership: Option<&Membership>) -> Result<&Membership> {
+    membership
+        .filter(|m| m.is_active())
+        .ok_or_else(|| Error::not_found(format!("user {user} is not a member")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,5 +173,91 @@ mod tests {
     fn only_the_owner_changes_roles() {
         assert!(may_set_role(Group, Owner).is_ok());
         assert!(may_set_role(Group, Admin).is_err());
+    }
+
+    fn member(role: Role) -> Membership {
+        Membership {
+            kind: Group,
+            role,
+            left_seq: None,
+        }
+    }
+
+    fn former(role: Role) -> Membership {
+        Membership {
+            left_seq: Some(3),
+            ..member(role)
+        }
+    }
+
+    #[test]
+    fn handing_ownership_over_makes_the_old_owner_an_admin() {
+        let owner = member(Owner);
+        let changes = role_changes(1, &owner, 2, Some(&member(Member)), Owner).unwrap();
+        assert_eq!(changes, vec![(2, Owner), (1, Admin)]);
+        let changes = role_changes(1, &owner, 2, Some(&member(Member)), Admin).unwrap();
+        assert_eq!(changes, vec![(2, Admin)]);
+    }
+
+    #[test]
+    fn roles_change_only_for_active_members_other_than_the_owner() {
+        let owner = member(Owner);
+        let code = |r: Result<Vec<(UserId, Role)>>| r.map_err(|e| e.code).err();
+        use natter_proto::ErrorCode;
+        assert_eq!(
+            code(role_changes(1, &owner, 2, None, Admin)),
+            Some(ErrorCode::NotFound)
+        );
+        assert_eq!(
+            code(role_changes(1, &owner, 2, Some(&former(Member)), Admin)),
+            Some(ErrorCode::NotFound)
+        );
+        assert_eq!(
+            code(role_changes(1, &owner, 1, Some(&owner), Admin)),
+            Some(ErrorCode::Conflict)
+        );
+        assert_eq!(
+            code(role_changes(
+                1,
+                &member(Admin),
+                2,
+                Some(&member(Member)),
+                Admin
+            )),
+            Some(ErrorCode::Forbidden)
+        );
+    }
+
+    #[test]
+    fn a_removal_needs_the_right_and_an_active_member() {
+        assert_eq!(
+            removal(1, &member(Admin), 2, Some(&member(Member))).ok(),
+            Some(SystemEvent::MemberRemoved { by: 1, user_id: 2 })
+        );
+        // Checked in this order: the right first, so that a member learns nothing of others.
+        assert!(
+            removal(1, &member(Member), 2, None)
+                .is_err_and(|e| e.code == natter_proto::ErrorCode::Forbidden)
+        );
+        assert!(
+            removal(1, &member(Admin), 2, Some(&former(Member)))
+                .is_err_and(|e| e.code == natter_proto::ErrorCode::NotFound)
+        );
+        assert!(removal(1, &member(Admin), 2, Some(&member(Admin))).is_err());
+        assert_eq!(
+            leave(1, &member(Member), 3).ok(),
+            Some(SystemEvent::MemberLeft { user_id: 1 })
+        );
+        assert!(leave(1, &member(Owner), 3).is_err());
+    }
+
+    #[test]
+    fn markers_move_forward_only_up_to_the_last_message() {
+        // Read implies delivered; nothing past the last message.
+        assert_eq!(marks_after((2, 1), None, Some(5), 10), (5, 5));
+        assert_eq!(marks_after((2, 1), Some(50), None, 10), (10, 1));
+        // Never backwards.
+        assert_eq!(marks_after((8, 6), Some(3), Some(2), 10), (8, 6));
+        assert_eq!(marks_after((8, 6), None, None, 10), (8, 6));
     }
 }

@@ -552,19 +552,10 @@ pub async fn remove_member(
         .await?;
         let members_count = usize::try_from(get_u64(&row, 0)?)
             .map_err(|_| Error::internal("member count out of range"))?;
-        rules::may_leave(actor_membership.kind, actor_membership.role, members_count)?;
-        SystemEvent::MemberLeft { user_id: user }
+        rules::leave(actor, &actor_membership, members_count)?
     } else {
-        rules::may_manage_members(actor_membership.kind, actor_membership.role)?;
-        let target = match reads::membership(ctx.tx, id, user).await? {
-            Some(m) if m.is_active() => m,
-            _ => return Err(Error::not_found(format!("user {user} is not a member"))),
-        };
-        rules::may_remove(actor_membership.role, target.role)?;
-        SystemEvent::MemberRemoved {
-            by: actor,
-            user_id: user,
-        }
+        let target = reads::membership(ctx.tx, id, user).await?;
+        rules::removal(actor, &actor_membership, user, target.as_ref())?
     };
     // The message goes out while the user is still a member, so that they see it too.
     let message = system_change(ctx, id, actor, system_event, now_ms).await?;
@@ -589,24 +580,12 @@ pub async fn set_role(
     now_ms: u64,
 ) -> Result<()> {
     let actor_membership = reads::active_membership(ctx.tx, id, actor).await?;
-    rules::may_set_role(actor_membership.kind, actor_membership.role)?;
-    match reads::membership(ctx.tx, id, user).await? {
-        Some(m) if m.is_active() => {}
-        _ => return Err(Error::not_found(format!("user {user} is not a member"))),
-    }
-    if user == actor {
-        return Err(Error::conflict(
-            "the owner keeps their role until they make someone else owner",
-        ));
-    }
-    const UPDATE_ROLE: &str =
-        "UPDATE members SET role = $3 WHERE conversation_id = $1 AND user_id = $2";
-    execute(ctx.tx, UPDATE_ROLE, &[&int(id), &int(user), &role.as_str()]).await?;
-    if role == Role::Owner {
+    let target = reads::membership(ctx.tx, id, user).await?;
+    for (who, role) in rules::role_changes(actor, &actor_membership, user, target.as_ref(), role)? {
         execute(
             ctx.tx,
-            UPDATE_ROLE,
-            &[&int(id), &int(actor), &Role::Admin.as_str()],
+            "UPDATE members SET role = $3 WHERE conversation_id = $1 AND user_id = $2",
+            &[&int(id), &int(who), &role.as_str()],
         )
         .await?;
     }
@@ -682,11 +661,8 @@ pub async fn mark(
     )
     .await?;
     let (old_delivered, old_read) = (get_u64(&row, 0)?, get_u64(&row, 1)?);
-    let read_seq = old_read.max(read.unwrap_or(0).min(last_seq));
-    // What was read was delivered.
-    let delivered_seq = old_delivered
-        .max(delivered.unwrap_or(0).min(last_seq))
-        .max(read_seq);
+    let (delivered_seq, read_seq) =
+        rules::marks_after((old_delivered, old_read), delivered, read, last_seq);
     if (delivered_seq, read_seq) == (old_delivered, old_read) {
         return Ok(Receipt {
             conversation_id: id,

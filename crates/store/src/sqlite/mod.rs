@@ -8,6 +8,22 @@
 //! listener (the fan-out to sessions): a sender's ack has resolved before its own message event
 //! is queued on its connection, which then writes the ack first.
 
+/// An SQL expression: `$column` of the newest message of the conversation `$conversation` (an
+/// SQL expression too), or 0 before its first message. It reads the last entry of the
+/// conversation's seq index: a conversation's last seq and message position are not kept in its
+/// row, so that an append does not rewrite it (schema.rs).
+macro_rules! newest_message_column {
+    ($column:literal, $conversation:literal) => {
+        concat!(
+            "COALESCE((SELECT ",
+            $column,
+            " FROM messages WHERE conversation_id = ",
+            $conversation,
+            " ORDER BY seq DESC LIMIT 1), 0)"
+        )
+    };
+}
+
 mod checkpoint;
 mod priority;
 mod reads;

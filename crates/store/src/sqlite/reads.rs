@@ -350,18 +350,18 @@ pub fn changed_since(
 ) -> Result<Vec<ChangedConversation>> {
     // A member who left sees changes only up to the position of their leaving. A conversation's
     // message position is its newest message's (`newest_message`), from the seq index.
-    conn.prepare_cached(
+    conn.prepare_cached(concat!(
         "SELECT id,
                 CASE WHEN left_pos IS NULL THEN message_pos ELSE MIN(message_pos, left_pos) END,
                 CASE WHEN left_pos IS NULL THEN state_pos ELSE MIN(state_pos, left_pos) END,
                 left_seq
-         FROM (SELECT c.id, c.state_pos, m.left_pos, m.left_seq,
-                      COALESCE((SELECT pos FROM messages WHERE conversation_id = c.id
-                                ORDER BY seq DESC LIMIT 1), 0) AS message_pos
+         FROM (SELECT c.id, c.state_pos, m.left_pos, m.left_seq, ",
+        newest_message_column!("pos", "c.id"),
+        " AS message_pos
                FROM members m JOIN conversations c ON c.id = m.conversation_id
                WHERE m.user_id = ?1)
-         WHERE (left_pos IS NULL AND MAX(message_pos, state_pos) > ?2) OR left_pos > ?2",
-    )
+         WHERE (left_pos IS NULL AND MAX(message_pos, state_pos) > ?2) OR left_pos > ?2"
+    ))
     .and_then(|mut s| {
         s.query_map(params![user, cursor], |r| {
             Ok(ChangedConversation {

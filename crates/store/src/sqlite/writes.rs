@@ -50,12 +50,11 @@ pub fn create_user(
 fn conversation_head(ctx: &WriteCtx, id: ConversationId) -> Result<(Seq, u64)> {
     let head: Option<(Seq, u64)> = ctx
         .conn
-        .prepare_cached(
-            "SELECT COALESCE((SELECT seq FROM messages WHERE conversation_id = ?1
-                              ORDER BY seq DESC LIMIT 1), 0),
-                    state_pos
-             FROM conversations WHERE id = ?1",
-        )
+        .prepare_cached(concat!(
+            "SELECT ",
+            newest_message_column!("seq", "?1"),
+            ", state_pos FROM conversations WHERE id = ?1"
+        ))
         .and_then(|mut s| s.query_row([id], |r| Ok((r.get(0)?, r.get(1)?))).optional())
         .map_err(db_error)?;
     head.ok_or_else(|| Error::not_found(format!("no conversation {id}")))
@@ -119,12 +118,11 @@ fn sent_before(ctx: &WriteCtx, sender: UserId, client_msg_id: &str) -> Result<Op
 pub fn append(ctx: &mut WriteCtx, new: NewMessage) -> Result<Ack> {
     let state: Option<(Seq, bool)> = ctx
         .conn
-        .prepare_cached(
-            "SELECT COALESCE((SELECT seq FROM messages WHERE conversation_id = ?1
-                              ORDER BY seq DESC LIMIT 1), 0),
-                    left_seq IS NULL
-             FROM members WHERE conversation_id = ?1 AND user_id = ?2",
-        )
+        .prepare_cached(concat!(
+            "SELECT ",
+            newest_message_column!("seq", "?1"),
+            ", left_seq IS NULL FROM members WHERE conversation_id = ?1 AND user_id = ?2"
+        ))
         .and_then(|mut s| {
             s.query_row(params![new.conversation_id, new.sender_id], |r| {
                 Ok((r.get(0)?, r.get(1)?))
@@ -411,19 +409,10 @@ pub fn remove_member(
                 |r| r.get(0),
             )
             .map_err(db_error)?;
-        rules::may_leave(actor_membership.kind, actor_membership.role, members_count)?;
-        SystemEvent::MemberLeft { user_id: user }
+        rules::leave(actor, &actor_membership, members_count)?
     } else {
-        rules::may_manage_members(actor_membership.kind, actor_membership.role)?;
-        let target = match reads::membership(ctx.conn, id, user)? {
-            Some(m) if m.is_active() => m,
-            _ => return Err(Error::not_found(format!("user {user} is not a member"))),
-        };
-        rules::may_remove(actor_membership.role, target.role)?;
-        SystemEvent::MemberRemoved {
-            by: actor,
-            user_id: user,
-        }
+        let target = reads::membership(ctx.conn, id, user)?;
+        rules::removal(actor, &actor_membership, user, target.as_ref())?
     };
     // The message goes out while the user is still a member, so that they see it too.
     let message = system_change(ctx, id, actor, system_event, now_ms)?;
@@ -448,27 +437,14 @@ pub fn set_role(
     now_ms: u64,
 ) -> Result<()> {
     let actor_membership = reads::active_membership(ctx.conn, id, actor)?;
-    rules::may_set_role(actor_membership.kind, actor_membership.role)?;
-    match reads::membership(ctx.conn, id, user)? {
-        Some(m) if m.is_active() => {}
-        _ => return Err(Error::not_found(format!("user {user} is not a member"))),
-    }
-    if user == actor {
-        return Err(Error::conflict(
-            "the owner keeps their role until they make someone else owner",
-        ));
-    }
-    let update = |who: UserId, role: Role| {
+    let target = reads::membership(ctx.conn, id, user)?;
+    for (who, role) in rules::role_changes(actor, &actor_membership, user, target.as_ref(), role)? {
         ctx.conn
             .execute(
                 "UPDATE members SET role = ?3 WHERE conversation_id = ?1 AND user_id = ?2",
                 params![id, who, role.as_str()],
             )
-            .map_err(db_error)
-    };
-    update(user, role)?;
-    if role == Role::Owner {
-        update(actor, Role::Admin)?;
+            .map_err(db_error)?;
     }
     let message = system_change(
         ctx,
@@ -535,11 +511,8 @@ pub fn mark(
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .map_err(db_error)?;
-    let read_seq = old_read.max(read.unwrap_or(0).min(last_seq));
-    // What was read was delivered.
-    let delivered_seq = old_delivered
-        .max(delivered.unwrap_or(0).min(last_seq))
-        .max(read_seq);
+    let (delivered_seq, read_seq) =
+        rules::marks_after((old_delivered, old_read), delivered, read, last_seq);
     if (delivered_seq, read_seq) == (old_delivered, old_read) {
         return Ok(Receipt {
             conversation_id: id,
