@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -412,7 +413,7 @@ async fn open_inner(
                 )));
             }
             let mut buf = ReadBuf::new(rest);
-            let (mut rd, wr) = stream.into_split();
+            let (mut rd, mut wr) = stream.into_split();
             // The first frame is `hello`; an `error` frame or a close means refusal.
             loop {
                 match parser.next(&mut buf)? {
@@ -434,7 +435,9 @@ async fn open_inner(
                             Err(_) => return Err(err("bad first frame: not a ServerFrame")),
                         }
                     }
-                    Some(Frame::Close(code)) => return Err(err(format!("closed with {code}"))),
+                    Some(Frame::Close(code)) => {
+                        return Err(answer_close(&mut wr, code, &mut rng).await);
+                    }
                     Some(_) => continue,
                     None => {
                         if buf.fill(&mut rd).await? == 0 {
@@ -489,7 +492,9 @@ async fn open_inner(
                         }
                         _ => continue,
                     },
-                    Some(Frame::Close(code)) => return Err(err(format!("closed with {code}"))),
+                    Some(Frame::Close(code)) => {
+                        return Err(answer_close(&mut wr, code, &mut rng).await);
+                    }
                     Some(_) => continue,
                     None => {
                         if buf.fill(&mut rd).await? == 0 {
@@ -557,7 +562,7 @@ async fn open_inner(
 fn spawn(
     proto: Proto,
     rd: tokio::net::tcp::OwnedReadHalf,
-    wr: tokio::net::tcp::OwnedWriteHalf,
+    wr: OwnedWriteHalf,
     buf: ReadBuf,
     parser: WsParser,
     conn_id: u64,
@@ -577,7 +582,7 @@ fn spawn(
 
 async fn write_loop(
     proto: Proto,
-    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    mut wr: OwnedWriteHalf,
     mut rx: mpsc::UnboundedReceiver<Out>,
     conn_id: u64,
     encoding: Arc<Encoding>,
@@ -745,14 +750,30 @@ fn encode(
             true
         }
         Out::CloseReply(code) => {
-            // RFC 6455 §7.4.1: 1005 stands for a close without a code and is never sent, so
-            // such a close is answered without one.
-            let bytes = code.to_be_bytes();
-            let payload: &[u8] = if code == 1005 { &[] } else { &bytes };
-            wire::encode_frame(buf, wire::OP_CLOSE, payload, rng);
+            encode_close_reply(buf, code, rng);
             true
         }
     }
+}
+
+/// The answer to the server's close frame of `code` (protocol §6.6: the server waits up to a
+/// second for it).
+fn encode_close_reply(buf: &mut Vec<u8>, code: u16, rng: &mut Rng) {
+    // RFC 6455 §7.4.1: 1005 stands for a close without a code and is never sent, so such a
+    // close is answered without one.
+    let bytes = code.to_be_bytes();
+    let payload: &[u8] = if code == 1005 { &[] } else { &bytes };
+    wire::encode_frame(buf, wire::OP_CLOSE, payload, rng);
+}
+
+/// A close that refused a connection before its handshake finished, answered as the read loop
+/// answers one after it; the refusal to report.
+async fn answer_close(wr: &mut OwnedWriteHalf, code: u16, rng: &mut Rng) -> ConnectError {
+    let mut frame = Vec::new();
+    encode_close_reply(&mut frame, code, rng);
+    // The connection is refused either way: a failed answer changes nothing to report.
+    let _ = wire::write_all(wr, &frame).await;
+    err(format!("closed with {code}"))
 }
 
 async fn read_loop(
@@ -1138,6 +1159,29 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_close_before_the_handshake_ended_is_answered_too() {
+        use tokio::io::AsyncReadExt as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        let (_rd, mut wr) = client.into_split();
+        let refusal = answer_close(&mut wr, 4001, &mut Rng::new(3)).await;
+        assert_eq!(refusal.message, "closed with 4001");
+        // The server reads a masked close of the same code.
+        let mut buf = vec![0u8; 64];
+        let n = server.read(&mut buf).await.unwrap();
+        buf.truncate(n);
+        assert_eq!(buf[1], 0x80 | 2);
+        let mut rb = ReadBuf::new(buf);
+        assert_eq!(
+            WsParser::default().next(&mut rb).unwrap(),
+            Some(Frame::Close(4001))
+        );
     }
 
     /// A connection's reader and writer over a local socket, whose other end the test plays.

@@ -192,11 +192,19 @@ struct DeliveriesOf {
 impl DeliveriesOf {
     /// Count a delivery of `k`; whether it is one more than the message has members.
     fn is_duplicate(&self, k: u64) -> bool {
-        let slot = k
-            .checked_sub(self.k0)
+        self.slot(k)
+            .is_some_and(|c| c.fetch_add(1, Ordering::Relaxed) >= self.members)
+    }
+
+    /// Whether `k` is a message of this step.
+    fn covers(&self, k: u64) -> bool {
+        self.slot(k).is_some()
+    }
+
+    fn slot(&self, k: u64) -> Option<&std::sync::atomic::AtomicU16> {
+        k.checked_sub(self.k0)
             .and_then(|i| usize::try_from(i).ok())
-            .and_then(|i| self.counts.get(i));
-        slot.is_some_and(|c| c.fetch_add(1, Ordering::Relaxed) >= self.members)
+            .and_then(|i| self.counts.get(i))
     }
 }
 
@@ -218,6 +226,10 @@ impl Shared {
 
 struct TrafficHandler {
     shared: Arc<Shared>,
+    /// This connection's copy of the step's delivery counts, taken from `Shared` again only when
+    /// a message of the step falls outside it (a new step): one lock read per step instead of
+    /// one per delivery, on a lock every connection's reader shares.
+    deliveries_of: Arc<DeliveriesOf>,
     ack: Batch,
     recv: Batch,
     acked: u64,
@@ -233,6 +245,7 @@ impl TrafficHandler {
     fn new(shared: Arc<Shared>) -> TrafficHandler {
         TrafficHandler {
             shared,
+            deliveries_of: Arc::default(),
             ack: Batch::default(),
             recv: Batch::default(),
             acked: 0,
@@ -243,6 +256,16 @@ impl TrafficHandler {
             errors: 0,
             now: 0,
         }
+    }
+
+    /// Count a delivery of `k`, a message of the step; whether it is a duplicate.
+    fn is_duplicate(&mut self, k: u64) -> bool {
+        if !self.deliveries_of.covers(k)
+            && let Ok(current) = self.shared.deliveries_of.read()
+        {
+            self.deliveries_of = current.clone();
+        }
+        self.deliveries_of.is_duplicate(k)
     }
 
     fn now(&mut self) -> u64 {
@@ -270,12 +293,7 @@ impl Handler for TrafficHandler {
                 bench: Some((k, intended)),
                 ..
             } => {
-                let duplicate = self.shared.in_step(k)
-                    && self
-                        .shared
-                        .deliveries_of
-                        .read()
-                        .is_ok_and(|d| d.is_duplicate(k));
+                let duplicate = self.shared.in_step(k) && self.is_duplicate(k);
                 if self.shared.measured(k) {
                     let now = self.now();
                     self.recv.push_since(intended, now);
@@ -1009,6 +1027,42 @@ mod tests {
         assert!(!d.is_duplicate(100));
         assert!(!d.is_duplicate(99));
         assert!(!d.is_duplicate(103));
+    }
+
+    #[test]
+    fn a_connection_counts_duplicates_in_every_step_of_a_sweep() {
+        let shared = Arc::new(Shared::default());
+        let (out, _queue) = tokio::sync::mpsc::unbounded_channel();
+        let mut handler = TrafficHandler::new(shared.clone());
+        let deliver = |handler: &mut TrafficHandler, k: u64| {
+            handler.on(
+                Ev::Delivery {
+                    bench: Some((k, 0)),
+                    seq: 1,
+                    cursor: 1,
+                },
+                &out,
+            );
+        };
+        // Two steps of two messages each, one member per message; each step's messages are
+        // delivered twice.
+        for k0 in [100, 102] {
+            if let Ok(mut d) = shared.deliveries_of.write() {
+                *d = Arc::new(DeliveriesOf {
+                    k0,
+                    members: 1,
+                    counts: (0..2).map(|_| Default::default()).collect(),
+                });
+            }
+            shared.k0.store(k0, Ordering::Relaxed);
+            shared.k_lo.store(k0, Ordering::Relaxed);
+            shared.k_hi.store(k0 + 2, Ordering::Relaxed);
+            for k in [k0, k0 + 1, k0 + 1] {
+                deliver(&mut handler, k);
+            }
+            handler.flush();
+        }
+        assert_eq!(shared.duplicates.get(), 2);
     }
 
     #[test]
