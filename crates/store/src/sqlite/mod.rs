@@ -25,6 +25,7 @@ macro_rules! newest_message_column {
 }
 
 mod checkpoint;
+mod pcache;
 mod priority;
 mod reads;
 mod schema;

@@ -110,6 +110,8 @@ mod tests {
     /// seq, position and activity time now come from the newest message.
     #[test]
     fn a_conversation_written_before_migration_3_reads_the_same_after_it() {
+        // Whichever test touches SQLite first installs the page cache layer, as the store does.
+        crate::sqlite::pcache::install();
         let mut conn = Connection::open_in_memory().unwrap();
         for sql in &MIGRATIONS[..2] {
             conn.execute_batch(sql).unwrap();

@@ -38,6 +38,9 @@ pub(crate) fn register() -> Result<(), String> {
     static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
     REGISTERED
         .get_or_init(|| {
+            // First: looking up the default VFS initializes SQLite, after which its page cache
+            // is fixed.
+            super::pcache::install();
             // SAFETY: sqlite3_vfs_find with NULL returns the default VFS, which lives for the
             // whole process; we copy it and register the copy, leaked so that it lives as long.
             unsafe {
