@@ -22,7 +22,7 @@ pub fn may_manage_members(kind: ConversationKind, actor: Role) -> Result<()> {
 }
 
 /// An admin cannot remove the owner or another admin; the owner can remove anyone but themselves.
-pub fn may_remove(actor: Role, target: Role) -> Result<()> {
+fn may_remove(actor: Role, target: Role) -> Result<()> {
     match (actor, target) {
         (_, Role::Owner) => Err(Error::forbidden(
             "the owner cannot be removed; hand ownership over first",
@@ -33,7 +33,7 @@ pub fn may_remove(actor: Role, target: Role) -> Result<()> {
 }
 
 /// The owner must hand ownership over before leaving a group that still has other members.
-pub fn may_leave(kind: ConversationKind, role: Role, members_count: usize) -> Result<()> {
+fn may_leave(kind: ConversationKind, role: Role, members_count: usize) -> Result<()> {
     if kind == ConversationKind::Direct {
         return Err(Error::forbidden("you cannot leave a direct conversation"));
     }
@@ -46,7 +46,7 @@ pub fn may_leave(kind: ConversationKind, role: Role, members_count: usize) -> Re
 }
 
 /// Only the owner changes roles; making someone owner hands ownership over (the old owner becomes admin).
-pub fn may_set_role(kind: ConversationKind, actor: Role) -> Result<()> {
+fn may_set_role(kind: ConversationKind, actor: Role) -> Result<()> {
     if kind == ConversationKind::Direct {
         return Err(Error::forbidden("a direct conversation has no roles"));
     }
