@@ -258,6 +258,7 @@ impl Core {
     }
 
     pub async fn revoke_device(&self, session: &Session, device_id: DeviceId) -> Result<()> {
+        in_range("device_id", Some(device_id))?;
         self.store.revoke_device(session.user.id, device_id).await
     }
 
@@ -295,11 +296,13 @@ impl Core {
         session: &Session,
         id: ConversationId,
     ) -> Result<Conversation> {
+        in_range("conversation_id", Some(id))?;
         self.readable(session, id).await?;
         self.store.conversation(id, session.user.id).await
     }
 
     pub async fn create_direct(&self, session: &Session, user_id: UserId) -> Result<Conversation> {
+        in_range("user_id", Some(user_id))?;
         if user_id == session.user.id {
             return Err(Error::invalid("a direct conversation is with another user"));
         }
@@ -321,6 +324,7 @@ impl Core {
         member_ids: &[UserId],
     ) -> Result<Conversation> {
         let title = self.clean_title(title)?;
+        all_in_range("member_ids", member_ids)?;
         let mut members: Vec<UserId> = member_ids
             .iter()
             .copied()
@@ -350,6 +354,8 @@ impl Core {
         if user_ids.is_empty() {
             return Err(Error::invalid("user_ids must not be empty"));
         }
+        in_range("conversation_id", Some(id))?;
+        all_in_range("user_ids", user_ids)?;
         // Outsiders learn nothing, not even whether the conversation exists.
         match self.store.membership(id, session.user.id).await? {
             Some(m) if m.is_active() => {}
@@ -374,6 +380,8 @@ impl Core {
         id: ConversationId,
         user_id: UserId,
     ) -> Result<Conversation> {
+        in_range("conversation_id", Some(id))?;
+        in_range("user_id", Some(user_id))?;
         self.store
             .remove_member(session.user.id, id, user_id, now_ms())
             .await?;
@@ -381,6 +389,7 @@ impl Core {
     }
 
     pub async fn leave(&self, session: &Session, id: ConversationId) -> Result<()> {
+        in_range("conversation_id", Some(id))?;
         self.store
             .remove_member(session.user.id, id, session.user.id, now_ms())
             .await
@@ -393,6 +402,8 @@ impl Core {
         user_id: UserId,
         role: Role,
     ) -> Result<Conversation> {
+        in_range("conversation_id", Some(id))?;
+        in_range("user_id", Some(user_id))?;
         self.store
             .set_role(session.user.id, id, user_id, role, now_ms())
             .await?;
@@ -405,6 +416,7 @@ impl Core {
         id: ConversationId,
         title: &str,
     ) -> Result<Conversation> {
+        in_range("conversation_id", Some(id))?;
         let title = self.clean_title(title)?;
         self.store
             .set_title(session.user.id, id, &title, now_ms())
@@ -436,6 +448,7 @@ impl Core {
         content: Content,
         reply_to: Option<Seq>,
     ) -> Result<Ack> {
+        in_range("conversation_id", Some(conversation_id))?;
         if client_msg_id.is_empty()
             || client_msg_id.chars().count() > self.config.client_msg_id_chars_max
         {
@@ -487,6 +500,7 @@ impl Core {
         after: Option<Seq>,
         limit: Option<u32>,
     ) -> Result<HistoryPage> {
+        in_range("conversation_id", Some(id))?;
         in_range("before", before)?;
         in_range("after", after)?;
         let max_seq = self.readable(session, id).await?;
@@ -506,6 +520,7 @@ impl Core {
         if delivered.is_none() && read.is_none() {
             return Err(Error::invalid("give `delivered`, `read` or both"));
         }
+        in_range("conversation_id", Some(id))?;
         in_range("delivered", delivered)?;
         in_range("read", read)?;
         self.store.mark(session.user.id, id, delivered, read).await
@@ -573,6 +588,7 @@ impl Core {
 
     /// Tell the other members that this user is typing; never stored (D5).
     pub async fn typing(&self, session: &Session, id: ConversationId, active: bool) -> Result<()> {
+        in_range("conversation_id", Some(id))?;
         match self.store.membership(id, session.user.id).await? {
             Some(m) if m.is_active() => {}
             _ => return Err(Error::not_member()),
@@ -593,6 +609,7 @@ impl Core {
                 self.config.presence_query_users_max
             )));
         }
+        all_in_range("user_ids", user_ids)?;
         let mut visible = Vec::new();
         for &user_id in user_ids {
             if user_id == session.user.id
@@ -621,6 +638,10 @@ fn in_range(what: &str, value: Option<u64>) -> Result<()> {
         ))),
         _ => Ok(()),
     }
+}
+
+fn all_in_range(what: &str, values: &[u64]) -> Result<()> {
+    values.iter().try_for_each(|v| in_range(what, Some(*v)))
 }
 
 /// Password hashes computed at once. Each argon2 hash takes ~19 MiB and a core for tens of

@@ -18,6 +18,11 @@ pub enum Event {
         conversation: Conversation,
         added: Vec<UserId>,
         removed: Vec<UserId>,
+        /// The system message of this change, at the same position, comes right after this
+        /// event (`Event::state_then_message`): until it arrives, a recipient has every change
+        /// below that position, not the position itself — the event's cursor is one lower.
+        #[serde(default)]
+        message_follows: bool,
     },
     /// Ephemeral: goes to the other members.
     Typing {
@@ -57,6 +62,40 @@ impl Event {
             Event::Receipt(r) => Some(r.pos),
             Event::ConversationChanged { conversation, .. } => Some(conversation.last_pos),
             Event::Typing { .. } | Event::Presence { .. } => None,
+        }
+    }
+
+    /// A change's new state, then the system message that records it, both at the message's
+    /// position. The state goes first so that the sessions of members it adds are listening
+    /// when the message arrives; its cursor stays below the message's (`message_follows`), so
+    /// that a client that adopts it and goes away before the message still gets the message
+    /// from `sync` (protocol §9.5).
+    pub fn state_then_message(
+        conversation: Conversation,
+        added: Vec<UserId>,
+        message: Message,
+    ) -> [Event; 2] {
+        [
+            Event::ConversationChanged {
+                conversation,
+                added,
+                removed: Vec::new(),
+                message_follows: true,
+            },
+            Event::Message(message),
+        ]
+    }
+
+    /// The cursor a client may adopt once it has applied this event, on a node that delivers
+    /// committed events in commit order; `None` for ephemeral ones.
+    pub fn cursor(&self) -> Option<Pos> {
+        match self {
+            Event::ConversationChanged {
+                conversation,
+                message_follows: true,
+                ..
+            } => Some(conversation.last_pos.saturating_sub(1)),
+            other => other.pos(),
         }
     }
 

@@ -1,7 +1,7 @@
 //! Who may do what in a conversation. Pure functions: the store calls them inside the same
 //! transaction that writes, so that a rule and the write it guards see the same state.
 
-use natter_proto::{ConversationKind, Role, Seq, SystemEvent, UserId};
+use natter_proto::{Conversation, ConversationKind, Message, Pos, Role, Seq, SystemEvent, UserId};
 
 use crate::store::Membership;
 use crate::{Error, Result};
@@ -133,6 +133,34 @@ pub fn marks_after(
     (delivered_seq, read_seq)
 }
 
+/// The newest `seq` a viewer may see in a conversation whose newest is `last_seq`: all of it, or
+/// for a past member (`left_seq`) up to their leaving.
+pub fn visible_seq(last_seq: Seq, left_seq: Option<Seq>) -> Seq {
+    left_seq.map_or(last_seq, |left| left.min(last_seq))
+}
+
+/// A conversation as one viewer sees it: their unread count and the newest message they may see
+/// (`last_message`, the message at `visible_seq`). For a past member (`left`: the `seq` and
+/// position of their leaving) the counters stop there too, as the messages do: how much was
+/// said after they left is not theirs to know.
+pub fn as_seen_by(
+    conversation: &mut Conversation,
+    read_seq: Seq,
+    left: Option<(Seq, Pos)>,
+    last_message: Option<Message>,
+) {
+    let visible = visible_seq(conversation.last_seq, left.map(|(seq, _)| seq));
+    conversation.unread_count = Some(visible.saturating_sub(read_seq));
+    if let Some((_, left_pos)) = left {
+        conversation.last_seq = visible;
+        conversation.last_pos = conversation.last_pos.min(left_pos);
+        conversation.last_activity_at_ms = last_message
+            .as_ref()
+            .map_or(conversation.created_at_ms, |m| m.sent_at_ms);
+    }
+    conversation.last_message = last_message;
+}
+
 fn active(user: UserId, membership: Option<&Membership>) -> Result<&Membership> {
     membership
         .filter(|m| m.is_active())
@@ -249,6 +277,51 @@ mod tests {
             Some(SystemEvent::MemberLeft { user_id: 1 })
         );
         assert!(leave(1, &member(Owner), 3).is_err());
+    }
+
+    #[test]
+    fn a_past_member_sees_the_conversation_stop_at_their_leaving() {
+        let conversation = Conversation {
+            id: 1,
+            kind: Group,
+            title: None,
+            members: Vec::new(),
+            last_seq: 12,
+            last_pos: 90,
+            created_at_ms: 1_000,
+            last_activity_at_ms: 9_000,
+            last_message: None,
+            unread_count: None,
+        };
+        let message = |seq: Seq, at: u64| Message {
+            conversation_id: 1,
+            seq,
+            pos: seq + 30,
+            sender_id: 2,
+            client_msg_id: None,
+            content: natter_proto::Content::Text { text: "x".into() },
+            reply_to: None,
+            sent_at_ms: at,
+        };
+        // A member: everything, unread above their marker.
+        let mut seen = conversation.clone();
+        as_seen_by(&mut seen, 9, None, Some(message(12, 9_000)));
+        assert_eq!(
+            (seen.last_seq, seen.last_pos, seen.unread_count),
+            (12, 90, Some(3))
+        );
+        assert_eq!(seen.last_activity_at_ms, 9_000);
+        // Left at seq 10, position 40: what came after is neither shown nor counted.
+        let mut seen = conversation.clone();
+        as_seen_by(&mut seen, 9, Some((10, 40)), Some(message(10, 5_000)));
+        assert_eq!(
+            (seen.last_seq, seen.last_pos, seen.unread_count),
+            (10, 40, Some(1))
+        );
+        assert_eq!(seen.last_activity_at_ms, 5_000);
+        assert_eq!(seen.last_message.map(|m| m.seq), Some(10));
+        assert_eq!(visible_seq(12, Some(10)), 10);
+        assert_eq!(visible_seq(12, None), 12);
     }
 
     #[test]

@@ -175,17 +175,81 @@ pub struct DecodeError {
 struct Envelope<'a> {
     id: Option<u64>,
     #[serde(rename = "type", borrow)]
-    kind: Option<std::borrow::Cow<'a, str>>,
+    kind: Option<TypeField<'a>>,
+}
+
+/// A frame's `type` as it came: a name, or some other JSON value. Not a string is still a frame
+/// whose `id` could be read, so its error is answered with that id.
+enum TypeField<'a> {
+    Name(std::borrow::Cow<'a, str>),
+    NotAString,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for TypeField<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+        use std::borrow::Cow;
+
+        struct TypeVisitor;
+
+        impl<'de> Visitor<'de> for TypeVisitor {
+            type Value = TypeField<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(TypeField::Name(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(TypeField::Name(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(TypeField::Name(Cow::Owned(v)))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(TypeField::NotAString)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(TypeField::NotAString)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(TypeField::NotAString)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(TypeField::NotAString)
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(TypeField::NotAString)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(TypeField::NotAString)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(TypeField::NotAString)
+            }
+        }
+
+        deserializer.deserialize_any(TypeVisitor)
+    }
 }
 
 impl ClientFrame {
     /// Decode a JSON text frame, telling a malformed frame from an unknown `type` from bad fields.
     pub fn decode_json(text: &str) -> Result<ClientFrame, DecodeError> {
-        let envelope: Envelope = serde_json::from_str(text).map_err(|e| DecodeError {
+        let malformed = |detail: String| DecodeError {
             id: None,
             code: ErrorCode::MalformedFrame,
-            message: format!("frame is not a JSON object with an integer `id`: {e}"),
-        })?;
+            message: format!("frame is not a JSON object with an integer `id`{detail}"),
+        };
+        // serde reads a struct from a JSON array too (its fields in order): `[1, 2]` is no frame.
+        if !text.trim_start().starts_with('{') {
+            return Err(malformed(String::new()));
+        }
+        let envelope: Envelope =
+            serde_json::from_str(text).map_err(|e| malformed(format!(": {e}")))?;
         let Some(id) = envelope.id else {
             return Err(DecodeError {
                 id: None,
@@ -193,12 +257,22 @@ impl ClientFrame {
                 message: "frame has no integer `id`".into(),
             });
         };
-        let Some(kind) = envelope.kind else {
-            return Err(DecodeError {
-                id: Some(id),
-                code: ErrorCode::MalformedFrame,
-                message: "frame has no `type`".into(),
-            });
+        let kind = match envelope.kind {
+            Some(TypeField::Name(kind)) => kind,
+            Some(TypeField::NotAString) => {
+                return Err(DecodeError {
+                    id: Some(id),
+                    code: ErrorCode::MalformedFrame,
+                    message: "the frame's `type` is not a string".into(),
+                });
+            }
+            None => {
+                return Err(DecodeError {
+                    id: Some(id),
+                    code: ErrorCode::MalformedFrame,
+                    message: "frame has no `type`".into(),
+                });
+            }
         };
         if !COMMAND_TYPES.contains(&kind.as_ref()) {
             return Err(DecodeError {
@@ -367,9 +441,14 @@ mod tests {
 
     #[test]
     fn broken_json_is_a_malformed_frame() {
-        let err = ClientFrame::decode_json("{nope").unwrap_err();
-        assert_eq!(err.code, ErrorCode::MalformedFrame);
-        assert_eq!(err.id, None);
+        for text in ["{nope", "[1,2]", r#"[1,"ping"]"#, "\"ping\"", "7", ""] {
+            let err = ClientFrame::decode_json(text).unwrap_err();
+            assert_eq!(
+                (err.code, err.id),
+                (ErrorCode::MalformedFrame, None),
+                "{text}"
+            );
+        }
     }
 
     #[test]
@@ -377,6 +456,26 @@ mod tests {
         let err = ClientFrame::decode_json(r#"{"id":4,"type":"fly"}"#).unwrap_err();
         assert_eq!(err.code, ErrorCode::UnknownType);
         assert_eq!(err.id, Some(4));
+    }
+
+    #[test]
+    fn a_type_that_is_not_a_string_keeps_the_request_id() {
+        for text in [
+            r#"{"id":12,"type":5}"#,
+            r#"{"id":12,"type":null}"#,
+            r#"{"id":12,"type":["send"],"conversation_id":1}"#,
+            r#"{"type":{"a":[1,{"b":2}]},"id":12}"#,
+        ] {
+            let err = ClientFrame::decode_json(text).unwrap_err();
+            assert_eq!(
+                (err.code, err.id),
+                (ErrorCode::MalformedFrame, Some(12)),
+                "{text}"
+            );
+        }
+        // An escaped name is still a name.
+        let frame = ClientFrame::decode_json(r#"{"id":3,"type":"p\u0069ng"}"#).unwrap();
+        assert_eq!(frame.command, Command::Ping {});
     }
 
     #[test]

@@ -294,6 +294,12 @@ pub async fn a_removed_member_reads_only_what_they_saw(store: &dyn Store) {
         ErrorCode::NotMember
     );
     assert!(!store.conversation_ids_of(bob).await.unwrap().contains(&id));
+    // What the past member sees of the conversation stops at their leaving, counters included.
+    let membership = store.membership(id, bob).await.unwrap().unwrap();
+    let seen = store.conversation(id, bob).await.unwrap();
+    assert_eq!(Some(seen.last_seq), membership.left_seq);
+    assert_eq!(seen.last_message.map(|m| m.seq), membership.left_seq);
+    assert!(seen.last_pos < store.conversation(id, owner).await.unwrap().last_pos);
 }
 
 pub async fn markers_move_forward_only_and_count_unread(store: &dyn Store) {

@@ -696,6 +696,10 @@ async fn execute(app: &AppState, session: &Session, command: Command) -> Result<
         }
         Command::Logout {} => {
             core.logout(session).await?;
+            // The device's other connections end too, as after `POST /v1/logout`; this one ends
+            // after its reply.
+            app.hub
+                .close_device(session.device_id, CloseReason::Revoked);
             Reply {
                 after: After::Close(CloseReason::Revoked),
                 ..Reply::of(Empty {})

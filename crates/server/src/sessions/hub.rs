@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use natter_core::{Broker, Event, EventSink, PresenceSource, now_ms};
-use natter_proto::{ConversationId, DeviceId, Encoding, EventRef, Pos, Presence, UserId};
+use natter_proto::{ConversationId, DeviceId, Encoding, EventRef, Presence, UserId};
 use tokio::sync::watch;
 
 use super::queue::{CloseReason, Frame, SessionQueue};
@@ -19,18 +19,15 @@ use crate::metrics::Metrics;
 /// node events arrive in commit order, so it is; across nodes they may not, and the frames then
 /// carry cursor 0 ("no promise"), leaving cursors to sync.
 fn outgoing(event: &Event, typing_ttl_ms: u64, stamp_cursors: bool) -> EventRef<'_> {
-    let stamp = |pos: Pos| if stamp_cursors { pos } else { 0 };
+    let cursor = match event.cursor() {
+        Some(cursor) if stamp_cursors => cursor,
+        _ => 0,
+    };
     match event {
-        Event::Message(message) => EventRef::Message {
-            cursor: stamp(message.pos),
-            message,
-        },
-        Event::Receipt(receipt) => EventRef::Receipt {
-            cursor: stamp(receipt.pos),
-            receipt,
-        },
+        Event::Message(message) => EventRef::Message { cursor, message },
+        Event::Receipt(receipt) => EventRef::Receipt { cursor, receipt },
         Event::ConversationChanged { conversation, .. } => EventRef::Conversation {
-            cursor: stamp(conversation.last_pos),
+            cursor,
             conversation,
         },
         Event::Typing {
@@ -517,6 +514,7 @@ impl EventSink for Hub {
                 conversation,
                 added,
                 removed,
+                ..
             } => {
                 // Subscribe the added first so that they get this event and every later one;
                 // tell the removed before they stop hearing.
@@ -902,6 +900,7 @@ mod tests {
             conversation: conversation.clone(),
             added: vec![1],
             removed: vec![],
+            message_follows: false,
         }));
         hub.deliver(Arc::new(message(9, 2)));
         assert_eq!(drained(&alice).len(), 2);
@@ -909,6 +908,7 @@ mod tests {
             conversation,
             added: vec![],
             removed: vec![1],
+            message_follows: false,
         }));
         hub.deliver(Arc::new(message(9, 3)));
         let frames = drained(&alice);

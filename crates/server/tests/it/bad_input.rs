@@ -34,6 +34,14 @@ async fn malformed_unknown_and_invalid_frames_get_their_error_codes() {
     let error = a.call(json!({"type": "teleport"})).await.unwrap_err();
     assert_eq!(error.code.as_str(), "unknown_type");
 
+    // A `type` that is not a string: the id was readable, so the error carries it.
+    a.send_text(r#"{"id":12,"type":5}"#.into()).await;
+    let frame = a.next_frame().await;
+    assert!(
+        matches!(&frame, ServerFrame::Error { id: Some(12), error } if error.code.as_str() == "malformed_frame"),
+        "{frame:?}"
+    );
+
     let error = a
         .call(json!({"type": "send", "conversation_id": "one"}))
         .await
@@ -121,4 +129,48 @@ async fn a_flood_over_the_rate_limit_is_refused_while_others_are_served() {
         .await
         .unwrap();
     assert!(ack["seq"].as_u64().unwrap() > 1);
+}
+
+/// Ids are stored as signed 64-bit integers: one at or above 2^63 names nothing that can exist,
+/// and is refused as bad input (not a storage failure), over the socket and over REST alike.
+#[tokio::test]
+async fn ids_at_or_above_2_63_are_invalid_requests() {
+    let server = Server::start("huge-ids", &[]);
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let mut a = Raw::connect(&server, &alice.token).await;
+    let id = a.create_direct(bob.user.id).await;
+    let huge: u64 = 1 << 63;
+    for command in [
+        json!({"type": "conversation", "conversation_id": huge}),
+        json!({"type": "send", "conversation_id": huge, "client_msg_id": "h", "content": text("hi")}),
+        json!({"type": "history", "conversation_id": huge}),
+        json!({"type": "mark", "conversation_id": huge, "read": 1}),
+        json!({"type": "typing", "conversation_id": huge, "active": true}),
+        json!({"type": "create_direct", "user_id": huge}),
+        json!({"type": "create_group", "title": "g", "member_ids": [bob.user.id, huge]}),
+        json!({"type": "add_members", "conversation_id": id, "user_ids": [huge]}),
+        json!({"type": "remove_member", "conversation_id": id, "user_id": huge}),
+        json!({"type": "set_role", "conversation_id": huge, "user_id": bob.user.id, "role": "admin"}),
+        json!({"type": "set_title", "conversation_id": huge, "title": "t"}),
+        json!({"type": "leave", "conversation_id": huge}),
+        json!({"type": "presence", "user_ids": [huge]}),
+        json!({"type": "revoke_device", "device_id": huge}),
+    ] {
+        let error = a.call(command.clone()).await.unwrap_err();
+        assert_eq!(
+            error.code.as_str(),
+            "invalid_request",
+            "{command}: {error:?}"
+        );
+    }
+    still_serves(&mut a).await;
+
+    let rest = server.rest().with_token(alice.token.clone());
+    match rest.conversation(huge).await {
+        Err(natter_client::ClientError::Api(body, status)) => {
+            assert_eq!((status, body.code.as_str()), (400, "invalid_request"));
+        }
+        other => panic!("expected a 400, got {other:?}"),
+    }
 }

@@ -480,3 +480,63 @@ async fn a_device_that_reconnects_within_a_minute_is_not_written_again() {
     let second = last_seen(again.call(json!({"type": "devices"})).await.unwrap());
     assert_eq!(second, first, "reconnecting within a minute writes nothing");
 }
+
+/// A group change sends the new state, then the system message that records it, both at the
+/// message's position: the state's cursor stays one below, so that a client that adopts it and
+/// goes away before the message still gets the message from `sync` (protocol §9.5).
+#[tokio::test]
+async fn a_state_event_before_its_system_message_has_the_cursor_below_it() {
+    let server = Server::start("state-cursor", &[]);
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let mut a = Raw::connect(&server, &alice.token).await;
+    let mut b = Raw::connect(&server, &bob.token).await;
+    let group = conversation(
+        a.call(json!({"type": "create_group", "title": "g", "member_ids": [bob.user.id]}))
+            .await
+            .expect("create_group"),
+    );
+    // The group's own state and `created` message, which the loop below does not look at.
+    b.expect_event(|f| matches!(f, ServerFrame::Message { .. }))
+        .await;
+    for command in [
+        json!({"type": "set_title", "conversation_id": group.id, "title": "renamed"}),
+        json!({"type": "set_role", "conversation_id": group.id, "user_id": bob.user.id, "role": "admin"}),
+    ] {
+        a.call(command).await.expect("change");
+        let state_cursor = match b
+            .expect_event(|f| matches!(f, ServerFrame::Conversation { .. }))
+            .await
+        {
+            ServerFrame::Conversation {
+                cursor,
+                conversation,
+            } => {
+                assert_eq!(cursor + 1, conversation.last_pos);
+                cursor
+            }
+            _ => unreachable!(),
+        };
+        let message_pos = match b
+            .expect_event(|f| matches!(f, ServerFrame::Message { .. }))
+            .await
+        {
+            ServerFrame::Message { cursor, message } => {
+                assert_eq!(cursor, message.pos);
+                message.pos
+            }
+            _ => unreachable!(),
+        };
+        assert_eq!(message_pos, state_cursor + 1);
+        let page: SyncPage = serde_json::from_value(
+            b.call(json!({"type": "sync", "cursor": state_cursor}))
+                .await
+                .expect("sync"),
+        )
+        .expect("a sync page");
+        assert!(
+            page.messages.iter().any(|m| m.pos == message_pos),
+            "{page:?}"
+        );
+    }
+}

@@ -271,3 +271,40 @@ async fn admin_commands_work_on_the_data_directory_of_a_running_server() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("in use"));
 }
+
+/// Logging out, over the socket or over REST, ends every connection of the device with 4001
+/// (the one that asked after its reply), and the token opens nothing after it. Another device
+/// of the same user stays connected.
+#[tokio::test]
+async fn logout_closes_every_connection_of_the_device() {
+    let server = Server::start("logout", &[]);
+    let alice = server.register("alice").await;
+    let other_device = server.login("alice").await;
+    let mut other = Raw::connect(&server, &other_device.token).await;
+
+    let mut first = Raw::connect(&server, &alice.token).await;
+    let mut second = Raw::connect(&server, &alice.token).await;
+    first.call(json!({"type": "logout"})).await.expect("logout");
+    assert_eq!(first.close_code().await, Some(4001));
+    assert_eq!(second.close_code().await, Some(4001));
+    let me = server.rest().with_token(alice.token.clone()).me().await;
+    assert!(
+        matches!(me, Err(natter_client::ClientError::Api(_, 401))),
+        "{me:?}"
+    );
+
+    let third_device = server.login("alice").await;
+    let mut third = Raw::connect(&server, &third_device.token).await;
+    server
+        .rest()
+        .with_token(third_device.token.clone())
+        .logout()
+        .await
+        .expect("REST logout");
+    assert_eq!(third.close_code().await, Some(4001));
+
+    other
+        .call(json!({"type": "ping"}))
+        .await
+        .expect("the other device is still served");
+}

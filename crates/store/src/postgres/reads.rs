@@ -3,7 +3,7 @@
 
 use deadpool_postgres::GenericClient;
 use natter_core::store::{ChangedConversation, Membership, UserRecord};
-use natter_core::{Error, Result};
+use natter_core::{Error, Result, rules};
 use natter_proto::{
     Content, Conversation, ConversationId, ConversationKind, Device, HistoryPage, Member, Message,
     Pos, Role, Seq, User, UserId,
@@ -288,19 +288,29 @@ pub async fn conversation<C: GenericClient>(
     if let Some(viewer) = viewer {
         let Some(markers) = query_opt(
             c,
-            "SELECT read_seq, left_seq FROM members WHERE conversation_id = $1 AND user_id = $2",
+            "SELECT read_seq, left_seq, left_pos FROM members
+             WHERE conversation_id = $1 AND user_id = $2",
             &[&int(id), &int(viewer)],
         )
         .await?
         else {
             return Err(Error::not_member());
         };
-        let (read_seq, left_seq) = (get_u64(&markers, 0)?, get_opt_u64(&markers, 1)?);
-        let visible_seq = left_seq.map_or(last_seq, |left| left.min(last_seq));
-        conversation.unread_count = Some(visible_seq.saturating_sub(read_seq));
-        if visible_seq > 0 {
-            conversation.last_message = message_by_seq(c, id, visible_seq).await?;
-        }
+        let read_seq = get_u64(&markers, 0)?;
+        let left_seq = get_opt_u64(&markers, 1)?;
+        let left_pos = get_opt_u64(&markers, 2)?;
+        let visible_seq = rules::visible_seq(last_seq, left_seq);
+        let last_message = if visible_seq > 0 {
+            message_by_seq(c, id, visible_seq).await?
+        } else {
+            None
+        };
+        rules::as_seen_by(
+            &mut conversation,
+            read_seq,
+            left_seq.zip(left_pos),
+            last_message,
+        );
     }
     Ok(conversation)
 }

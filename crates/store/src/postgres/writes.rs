@@ -381,6 +381,7 @@ async fn state_event(
         conversation: reads::conversation(ctx.tx, id, None).await?,
         added,
         removed,
+        message_follows: false,
     })
 }
 
@@ -488,10 +489,11 @@ pub async fn create_group(
     .await?;
     let mut added = vec![owner];
     added.extend(members.iter().copied().filter(|m| *m != owner));
-    // State first, so that the sessions of new members are listening when the message arrives.
-    let event = state_event(ctx, id, added, vec![]).await?;
-    ctx.emit(event);
-    ctx.emit(Event::Message(created));
+    // The new state, then the message that records it (`Event::state_then_message`).
+    let state = reads::conversation(ctx.tx, id, None).await?;
+    for event in Event::state_then_message(state, added, created) {
+        ctx.emit(event);
+    }
     Ok(id)
 }
 
@@ -529,9 +531,11 @@ pub async fn add_members(
         now_ms,
     )
     .await?;
-    let event = state_event(ctx, id, added, vec![]).await?;
-    ctx.emit(event);
-    ctx.emit(Event::Message(message));
+    // The new state, then the message that records it (`Event::state_then_message`).
+    let state = reads::conversation(ctx.tx, id, None).await?;
+    for event in Event::state_then_message(state, added, message) {
+        ctx.emit(event);
+    }
     Ok(())
 }
 
@@ -601,9 +605,11 @@ pub async fn set_role(
         now_ms,
     )
     .await?;
-    let event = state_event(ctx, id, vec![], vec![]).await?;
-    ctx.emit(event);
-    ctx.emit(Event::Message(message));
+    // The new state, then the message that records it (`Event::state_then_message`).
+    let state = reads::conversation(ctx.tx, id, None).await?;
+    for event in Event::state_then_message(state, Vec::new(), message) {
+        ctx.emit(event);
+    }
     Ok(())
 }
 
@@ -633,9 +639,11 @@ pub async fn set_title(
         now_ms,
     )
     .await?;
-    let event = state_event(ctx, id, vec![], vec![]).await?;
-    ctx.emit(event);
-    ctx.emit(Event::Message(message));
+    // The new state, then the message that records it (`Event::state_then_message`).
+    let state = reads::conversation(ctx.tx, id, None).await?;
+    for event in Event::state_then_message(state, Vec::new(), message) {
+        ctx.emit(event);
+    }
     Ok(())
 }
 

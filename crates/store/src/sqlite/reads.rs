@@ -1,7 +1,7 @@
 //! Queries, shared by the reader pool and by write jobs (which read inside their transaction).
 
 use natter_core::store::{ChangedConversation, Membership, UserRecord};
-use natter_core::{Error, Result};
+use natter_core::{Error, Result, rules};
 use natter_proto::{
     Content, Conversation, ConversationId, ConversationKind, Device, HistoryPage, Member, Message,
     Pos, Role, Seq, User, UserId,
@@ -241,23 +241,31 @@ pub fn conversation(
         unread_count: None,
     };
     if let Some(viewer) = viewer {
-        let markers: Option<(Seq, Option<Seq>)> = conn
+        type Markers = (Seq, Option<Seq>, Option<Pos>);
+        let markers: Option<Markers> = conn
             .prepare_cached(
-                "SELECT read_seq, left_seq FROM members WHERE conversation_id = ?1 AND user_id = ?2",
+                "SELECT read_seq, left_seq, left_pos FROM members
+                 WHERE conversation_id = ?1 AND user_id = ?2",
             )
-            .and_then(|mut s| s.query_row(params![id, viewer], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+            .and_then(|mut s| {
+                s.query_row(params![id, viewer], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .optional()
+            })
             .map_err(db_error)?;
-        let Some((read_seq, left_seq)) = markers else {
+        let Some((read_seq, left_seq, left_pos)) = markers else {
             return Err(Error::not_member());
         };
-        let visible_seq = left_seq.map_or(last_seq, |left| left.min(last_seq));
-        conversation.unread_count = Some(visible_seq.saturating_sub(read_seq));
+        let visible_seq = rules::visible_seq(last_seq, left_seq);
         // The newest message, read above, unless the viewer left before it.
-        conversation.last_message = match newest {
+        let last_message = match newest {
             Some(m) if m.seq == visible_seq => Some(m),
             _ if visible_seq > 0 => message_by_seq(conn, id, visible_seq)?,
             _ => None,
         };
+        let left = left_seq.zip(left_pos);
+        rules::as_seen_by(&mut conversation, read_seq, left, last_message);
     }
     Ok(conversation)
 }

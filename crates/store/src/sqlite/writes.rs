@@ -245,6 +245,7 @@ fn state_event(
         conversation: reads::conversation(ctx.conn, id, None)?,
         added,
         removed,
+        message_follows: false,
     })
 }
 
@@ -348,10 +349,11 @@ pub fn create_group(
     )?;
     let mut added = vec![owner];
     added.extend(members.iter().copied().filter(|m| *m != owner));
-    // State first, so that the sessions of new members are listening when the message arrives.
-    let event = state_event(ctx, id, added, vec![])?;
-    ctx.emit(event);
-    ctx.emit(Event::Message(created));
+    // The new state, then the message that records it (`Event::state_then_message`).
+    let state = reads::conversation(ctx.conn, id, None)?;
+    for event in Event::state_then_message(state, added, created) {
+        ctx.emit(event);
+    }
     Ok(id)
 }
 
@@ -386,9 +388,11 @@ pub fn add_members(
         },
         now_ms,
     )?;
-    let event = state_event(ctx, id, added, vec![])?;
-    ctx.emit(event);
-    ctx.emit(Event::Message(message));
+    // The new state, then the message that records it (`Event::state_then_message`).
+    let state = reads::conversation(ctx.conn, id, None)?;
+    for event in Event::state_then_message(state, added, message) {
+        ctx.emit(event);
+    }
     Ok(())
 }
 
@@ -457,9 +461,11 @@ pub fn set_role(
         },
         now_ms,
     )?;
-    let event = state_event(ctx, id, vec![], vec![])?;
-    ctx.emit(event);
-    ctx.emit(Event::Message(message));
+    // The new state, then the message that records it (`Event::state_then_message`).
+    let state = reads::conversation(ctx.conn, id, None)?;
+    for event in Event::state_then_message(state, Vec::new(), message) {
+        ctx.emit(event);
+    }
     Ok(())
 }
 
@@ -488,9 +494,11 @@ pub fn set_title(
         },
         now_ms,
     )?;
-    let event = state_event(ctx, id, vec![], vec![])?;
-    ctx.emit(event);
-    ctx.emit(Event::Message(message));
+    // The new state, then the message that records it (`Event::state_then_message`).
+    let state = reads::conversation(ctx.conn, id, None)?;
+    for event in Event::state_then_message(state, Vec::new(), message) {
+        ctx.emit(event);
+    }
     Ok(())
 }
 
