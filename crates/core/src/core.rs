@@ -12,7 +12,7 @@ use natter_proto::{
 
 use crate::auth;
 use crate::store::{CommitBatch, NewMessage, Store};
-use crate::sync::plan_sync_page;
+use crate::sync::SyncRequest;
 use crate::{Broker, Error, Event, Result, now_ms};
 
 /// Limits the core enforces; each is a named setting of `natter serve`.
@@ -539,49 +539,15 @@ impl Core {
             .clamp(1, self.config.sync_page_max.max(1));
         // Read the head first: whatever commits later lies above it and waits for the next sync.
         let head = self.store.head().await?;
-        let changed = self
-            .store
-            .changed_since(session.user.id, cursor, head)
-            .await?;
-        // One store call for all the changed conversations' messages, not one each.
-        let with_messages: Vec<(ConversationId, Option<Seq>)> = changed
-            .iter()
-            .filter(|c| c.message_pos > cursor)
-            .map(|c| (c.id, c.left_seq))
-            .collect();
-        let mut read = self
-            .store
-            .messages_in_pos_ranges(with_messages, cursor, head, limit + 1)
-            .await?
-            .into_iter();
-        let messages: Vec<Vec<natter_proto::Message>> = changed
-            .iter()
-            .map(|c| {
-                if c.message_pos > cursor {
-                    read.next().unwrap_or_default()
-                } else {
-                    Vec::new()
-                }
+        self.store
+            .sync_page(SyncRequest {
+                user: session.user.id,
+                cursor,
+                head,
+                limit,
+                bytes_max: self.config.sync_page_bytes_max,
             })
-            .collect();
-        let plan = plan_sync_page(
-            cursor,
-            head,
-            &changed,
-            messages,
-            limit as usize,
-            self.config.sync_page_bytes_max,
-        );
-        let conversations = self
-            .store
-            .conversations_seen_by(plan.conversation_ids, session.user.id)
-            .await?;
-        Ok(SyncPage {
-            cursor: plan.cursor,
-            more: plan.more,
-            conversations,
-            messages: plan.messages,
-        })
+            .await
     }
 
     // ---- ephemeral ------------------------------------------------------------------------

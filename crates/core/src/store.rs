@@ -10,8 +10,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use natter_proto::{
     Ack, Content, Conversation, ConversationId, ConversationKind, Device, DeviceId, HistoryPage,
-    Message, Pos, Receipt, Role, Seq, User, UserId,
+    Message, Pos, Receipt, Role, Seq, SyncPage, User, UserId,
 };
+
+pub use crate::sync::SyncRequest;
 
 use crate::{Event, Result};
 
@@ -233,7 +235,31 @@ pub trait MessageStore: Send + Sync {
 }
 
 /// A whole storage engine: SQLite embedded, PostgreSQL in a cluster.
+#[async_trait]
 pub trait Store: AccountStore + ConversationStore + MessageStore {
     /// Install the listener that receives every commit's events; called once, at start.
     fn set_commit_listener(&self, listener: CommitListener);
+
+    /// One `sync` page (D4): what changed for the user (`changed_since`), those conversations'
+    /// messages (`messages_in_pos_ranges`), the page `request.plan` cuts from them, and the
+    /// states of the conversations it holds (`conversations_seen_by`). An engine may read it
+    /// all in one go.
+    async fn sync_page(&self, request: SyncRequest) -> Result<SyncPage> {
+        let changed = self
+            .changed_since(request.user, request.cursor, request.head)
+            .await?;
+        let read = self
+            .messages_in_pos_ranges(
+                request.messages_to_read(&changed),
+                request.cursor,
+                request.head,
+                request.limit.saturating_add(1),
+            )
+            .await?;
+        let plan = request.plan(&changed, read);
+        let conversations = self
+            .conversations_seen_by(plan.conversation_ids.clone(), request.user)
+            .await?;
+        Ok(plan.into_page(conversations))
+    }
 }

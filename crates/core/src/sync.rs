@@ -6,9 +6,59 @@
 //! item stands for every earlier state change of that conversation, so markers and membership
 //! cost nothing per recipient.
 
-use natter_proto::{ConversationId, Message, Pos};
+use natter_proto::{Conversation, ConversationId, Message, Pos, Seq, SyncPage, UserId};
 
 use crate::store::ChangedConversation;
+
+/// One sync page asked of a store (`Store::sync_page`): `user`'s changes after `cursor`, up to
+/// `head` (read before, so that everything at or below it is committed), at most `limit` items
+/// and about `bytes_max` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncRequest {
+    pub user: UserId,
+    pub cursor: Pos,
+    pub head: Pos,
+    pub limit: u32,
+    pub bytes_max: usize,
+}
+
+impl SyncRequest {
+    /// The conversations among `changed` whose messages after the cursor must be read, with
+    /// the highest `seq` the user may read in each (a past member's leaving).
+    pub fn messages_to_read(
+        &self,
+        changed: &[ChangedConversation],
+    ) -> Vec<(ConversationId, Option<Seq>)> {
+        changed
+            .iter()
+            .filter(|c| c.message_pos > self.cursor)
+            .map(|c| (c.id, c.left_seq))
+            .collect()
+    }
+
+    /// The page, from `changed` and the messages read for `messages_to_read`, in its order.
+    pub fn plan(&self, changed: &[ChangedConversation], read: Vec<Vec<Message>>) -> SyncPlan {
+        let mut read = read.into_iter();
+        let messages: Vec<Vec<Message>> = changed
+            .iter()
+            .map(|c| {
+                if c.message_pos > self.cursor {
+                    read.next().unwrap_or_default()
+                } else {
+                    Vec::new()
+                }
+            })
+            .collect();
+        plan_sync_page(
+            self.cursor,
+            self.head,
+            changed,
+            messages,
+            self.limit as usize,
+            self.bytes_max,
+        )
+    }
+}
 
 /// What one sync page will contain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +69,18 @@ pub struct SyncPlan {
     /// Conversations whose current state goes into the page: those whose members, markers or title
     /// changed in it.
     pub conversation_ids: Vec<ConversationId>,
+}
+
+impl SyncPlan {
+    /// The page, with the states of `conversation_ids` as the user sees them.
+    pub fn into_page(self, conversations: Vec<Conversation>) -> SyncPage {
+        SyncPage {
+            cursor: self.cursor,
+            more: self.more,
+            conversations,
+            messages: self.messages,
+        }
+    }
 }
 
 /// What an item is reckoned to weigh in a page, in bytes: its text plus the frame around it.

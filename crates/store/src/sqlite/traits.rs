@@ -1,14 +1,15 @@
-//! `natter_core::Store` for [`SqliteStore`]: reads go to the pool, writes to the writer thread.
+//! `natter_core::Store` for [`SqliteStore`]: reads go to the pool (point lookups on the calling
+//! thread when a reader connection is free), writes to the writer thread.
 
 use async_trait::async_trait;
 use natter_core::store::{
     AccountStore, ChangedConversation, CommitListener, ConversationStore, Membership, MessageStore,
-    NewMessage, UserRecord,
+    NewMessage, SyncRequest, UserRecord,
 };
 use natter_core::{Error, Result, Store};
 use natter_proto::{
     Ack, Conversation, ConversationId, Device, DeviceId, HistoryPage, Message, Pos, Receipt, Role,
-    Seq, User, UserId,
+    Seq, SyncPage, User, UserId,
 };
 use rusqlite::params;
 
@@ -36,12 +37,12 @@ impl AccountStore for SqliteStore {
 
     async fn user_by_username(&self, username: &str) -> Result<Option<UserRecord>> {
         let username = username.to_string();
-        self.read(move |conn| reads::user_by_username(conn, &username))
+        self.lookup(move |conn| reads::user_by_username(conn, &username))
             .await
     }
 
     async fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>> {
-        self.read(move |conn| reads::user_by_id(conn, id)).await
+        self.lookup(move |conn| reads::user_by_id(conn, id)).await
     }
 
     async fn list_users(&self) -> Result<Vec<UserRecord>> {
@@ -105,7 +106,7 @@ impl AccountStore for SqliteStore {
 
     async fn device_by_token(&self, token_hash: &[u8]) -> Result<Option<(UserRecord, DeviceId)>> {
         let token_hash = token_hash.to_vec();
-        self.read(move |conn| reads::device_by_token(conn, &token_hash))
+        self.lookup(move |conn| reads::device_by_token(conn, &token_hash))
             .await
     }
 
@@ -217,7 +218,7 @@ impl ConversationStore for SqliteStore {
     }
 
     async fn membership(&self, id: ConversationId, user: UserId) -> Result<Option<Membership>> {
-        self.read(move |conn| reads::membership(conn, id, user))
+        self.lookup(move |conn| reads::membership(conn, id, user))
             .await
     }
 
@@ -250,7 +251,7 @@ impl ConversationStore for SqliteStore {
     }
 
     async fn share_conversation(&self, a: UserId, b: UserId) -> Result<bool> {
-        self.read(move |conn| reads::share_conversation(conn, a, b))
+        self.lookup(move |conn| reads::share_conversation(conn, a, b))
             .await
     }
 }
@@ -323,10 +324,44 @@ impl MessageStore for SqliteStore {
     }
 }
 
+#[async_trait]
 impl Store for SqliteStore {
     fn set_commit_listener(&self, listener: CommitListener) {
         if self.path.listener.set(listener).is_err() {
             tracing::warn!("commit listener already set; keeping the first");
         }
+    }
+
+    async fn sync_page(&self, request: SyncRequest) -> Result<SyncPage> {
+        // One trip to a reader thread and one snapshot for the whole page, not three: waking a
+        // thread and being woken back costs more than the reads of a small page, and a
+        // reconnect storm is thousands of pages at once.
+        self.read(move |conn| {
+            let tx = conn.unchecked_transaction().map_err(db_error)?;
+            let changed = reads::changed_since(&tx, request.user, request.cursor)?;
+            let limit = request.limit.saturating_add(1);
+            let read = request
+                .messages_to_read(&changed)
+                .into_iter()
+                .map(|(id, max_seq)| {
+                    reads::messages_in_pos_range(
+                        &tx,
+                        id,
+                        request.cursor,
+                        request.head,
+                        max_seq,
+                        limit,
+                    )
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let plan = request.plan(&changed, read);
+            let conversations = plan
+                .conversation_ids
+                .iter()
+                .map(|id| reads::conversation(&tx, *id, Some(request.user)))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(plan.into_page(conversations))
+        })
+        .await
     }
 }
