@@ -638,9 +638,10 @@ mod tests {
             .unwrap();
         assert_eq!(ran_on, here);
 
+        let readers = store.readers.lock().unwrap().len();
         let busy = store
             .reader_permits
-            .acquire_many(store.readers.lock().unwrap().len() as u32)
+            .acquire_many(readers as u32)
             .await
             .unwrap();
         let waiting = tokio::spawn({
