@@ -185,12 +185,14 @@ pub struct Conversation {
     pub title: Option<String>,
     /// Current members; a user who left or was removed sees the list without themselves.
     pub members: Vec<Member>,
-    /// The `seq` of the newest message (0 when there is none).
+    /// The `seq` of the newest message (0 when there is none); for a past member, of their
+    /// leaving.
     pub last_seq: Seq,
-    /// Position of the newest change to this conversation.
+    /// Position of the newest change to this conversation; for a past member, at most their
+    /// leaving's.
     pub last_pos: Pos,
     pub created_at_ms: u64,
-    /// Time of the newest message (or of creation): the list is ordered by it.
+    /// Time of the newest message the viewer may see (or of creation): the list is ordered by it.
     pub last_activity_at_ms: u64,
     /// The newest message, in lists and sync pages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
