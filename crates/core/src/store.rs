@@ -117,6 +117,9 @@ pub trait AccountStore: Send + Sync {
     async fn revoke_device(&self, user_id: UserId, device_id: DeviceId) -> Result<()>;
     /// Note that a device was seen now.
     async fn touch_device(&self, device_id: DeviceId, now_ms: u64) -> Result<()>;
+    /// Which of `devices` `device_by_token` would refuse now: revoked (on any node, or by
+    /// another process), of a disabled user, or unknown.
+    async fn refused_among(&self, devices: Vec<DeviceId>) -> Result<Vec<DeviceId>>;
 }
 
 /// Conversations and their members.

@@ -172,6 +172,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
     };
     let app = assemble_with(config, store, broker, single_node);
 
+    tokio::spawn(close_refused_devices(app.clone()));
     let janitor = app.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -247,4 +248,32 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = interrupt.await;
+}
+
+/// How often a node looks for connected devices that may no longer connect.
+const REFUSED_CHECK: Duration = Duration::from_secs(5);
+/// Devices asked about in one store call.
+const REFUSED_CHECK_BATCH: usize = 1000;
+
+/// End the connections of devices that `device_by_token` would now refuse: logged out or
+/// revoked on another node, or their user disabled by `natter user disable` (another process,
+/// which no node hears of). A logout on this node closes its connections at once; this is the
+/// bound for the rest.
+async fn close_refused_devices(app: Arc<AppState>) {
+    let mut tick = tokio::time::interval(REFUSED_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let devices = app.hub.connected_devices();
+        for batch in devices.chunks(REFUSED_CHECK_BATCH) {
+            match app.core.store().refused_among(batch.to_vec()).await {
+                Ok(refused) => {
+                    for device in refused {
+                        app.hub.close_device(device, CloseReason::Revoked);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "checking connected devices"),
+            }
+        }
+    }
 }

@@ -111,11 +111,33 @@ pub async fn tokens_find_their_device_until_revoked(store: &dyn Store) {
     assert_eq!((record.user.id, found), (alice, device));
     assert!(store.device_by_token(b"other").await.unwrap().is_none());
     assert_eq!(store.list_devices(alice).await.unwrap().len(), 1);
+    let bobs = store
+        .create_device(bob, b"hash-2", "laptop", 10)
+        .await
+        .unwrap();
+    let unknown = 1_000_000;
+    assert_eq!(
+        store
+            .refused_among(vec![device, bobs, unknown])
+            .await
+            .unwrap(),
+        vec![unknown]
+    );
     // Nobody revokes another user's device.
     assert!(store.revoke_device(bob, device).await.is_err());
     store.revoke_device(alice, device).await.unwrap();
     assert!(store.device_by_token(b"hash-1").await.unwrap().is_none());
     assert!(store.list_devices(alice).await.unwrap().is_empty());
+    assert_eq!(
+        store.refused_among(vec![device, bobs]).await.unwrap(),
+        vec![device]
+    );
+    // A disabled user's devices are refused too, until the user is enabled again.
+    store.set_user_disabled("bob", true).await.unwrap();
+    assert_eq!(store.refused_among(vec![bobs]).await.unwrap(), vec![bobs]);
+    store.set_user_disabled("bob", false).await.unwrap();
+    assert!(store.refused_among(vec![bobs]).await.unwrap().is_empty());
+    assert!(store.refused_among(Vec::new()).await.unwrap().is_empty());
 }
 
 pub async fn a_direct_conversation_exists_once_per_pair(store: &dyn Store) {

@@ -373,6 +373,19 @@ impl Hub {
         }
     }
 
+    /// The devices with a session on this node, each once.
+    pub fn connected_devices(&self) -> Vec<DeviceId> {
+        let state = self.read();
+        let mut devices: Vec<DeviceId> = state
+            .users
+            .values()
+            .flat_map(|online| online.sessions.iter().map(|s| s.device_id))
+            .collect();
+        devices.sort_unstable();
+        devices.dedup();
+        devices
+    }
+
     /// Close every session of a device (it was logged out).
     pub fn close_device(&self, device: DeviceId, reason: CloseReason) {
         let state = self.read();

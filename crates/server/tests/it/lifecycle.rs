@@ -255,8 +255,8 @@ async fn admin_commands_work_on_the_data_directory_of_a_running_server() {
         .unwrap();
     // Another process wrote to the database; positions must still only go up.
     assert!(run(&["user", "list"]).contains("Bob"));
-    run(&["user", "disable", "alice"]);
-    run(&["user", "disable", "alice", "--enable"]);
+    run(&["user", "disable", "bob"]);
+    run(&["user", "disable", "bob", "--enable"]);
     let second = a
         .call(json!({"type": "send", "conversation_id": direct["id"], "client_msg_id": "2", "content": text("again")}))
         .await
@@ -307,4 +307,29 @@ async fn logout_closes_every_connection_of_the_device() {
         .call(json!({"type": "ping"}))
         .await
         .expect("the other device is still served");
+}
+
+/// A user disabled by `natter user disable` (another process, which the server does not hear)
+/// loses their open connections within the node's check period; other users keep theirs.
+#[tokio::test]
+async fn a_disabled_users_open_connections_end() {
+    let server = Server::start("disabled", &[]);
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let mut a = Raw::connect(&server, &alice.token).await;
+    let mut b = Raw::connect(&server, &bob.token).await;
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_natter"))
+        .args(["user", "disable", "alice", "--data-dir"])
+        .arg(&server.data_dir)
+        .env("NATTER_LOG", "warn")
+        .output()
+        .expect("run natter");
+    assert!(output.status.success(), "{output:?}");
+    let closed = tokio::time::timeout(Duration::from_secs(20), a.close_code())
+        .await
+        .expect("closed within the check period");
+    assert_eq!(closed, Some(4001));
+    b.call(json!({"type": "ping"}))
+        .await
+        .expect("bob is still served");
 }

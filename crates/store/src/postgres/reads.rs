@@ -138,6 +138,25 @@ pub async fn device_by_token<C: GenericClient>(
     .transpose()
 }
 
+pub async fn refused_among<C: GenericClient>(c: &C, devices: &[u64]) -> Result<Vec<u64>> {
+    let ids: Vec<i64> = devices.iter().map(|d| int(*d)).collect();
+    let allowed: std::collections::HashSet<u64> = query(
+        c,
+        "SELECT d.id FROM devices d JOIN users u ON u.id = d.user_id
+         WHERE d.id = ANY($1) AND NOT d.revoked AND NOT u.disabled",
+        &[&ids],
+    )
+    .await?
+    .iter()
+    .map(|row| get_u64(row, 0))
+    .collect::<Result<_>>()?;
+    Ok(devices
+        .iter()
+        .copied()
+        .filter(|d| !allowed.contains(d))
+        .collect())
+}
+
 pub async fn list_devices<C: GenericClient>(c: &C, user_id: UserId) -> Result<Vec<Device>> {
     query(
         c,

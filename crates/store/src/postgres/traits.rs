@@ -84,6 +84,10 @@ impl AccountStore for PostgresStore {
         reads::device_by_token(&self.conn().await?, token_hash).await
     }
 
+    async fn refused_among(&self, devices: Vec<DeviceId>) -> Result<Vec<DeviceId>> {
+        reads::refused_among(&self.conn().await?, &devices).await
+    }
+
     async fn list_devices(&self, user_id: UserId) -> Result<Vec<Device>> {
         reads::list_devices(&self.conn().await?, user_id).await
     }

@@ -58,6 +58,22 @@ pub fn device_by_token(conn: &Connection, token_hash: &[u8]) -> Result<Option<(U
     .map_err(db_error)
 }
 
+pub fn refused_among(conn: &Connection, devices: &[u64]) -> Result<Vec<u64>> {
+    let ids = serde_json::to_string(devices).map_err(|e| Error::internal(e.to_string()))?;
+    let allowed: std::collections::HashSet<u64> = conn
+        .prepare_cached(
+            "SELECT d.id FROM devices d JOIN users u ON u.id = d.user_id
+             WHERE d.id IN (SELECT value FROM json_each(?1)) AND d.revoked = 0 AND u.disabled = 0",
+        )
+        .and_then(|mut s| s.query_map([ids], |r| r.get(0))?.collect())
+        .map_err(db_error)?;
+    Ok(devices
+        .iter()
+        .copied()
+        .filter(|d| !allowed.contains(d))
+        .collect())
+}
+
 pub fn list_devices(conn: &Connection, user_id: UserId) -> Result<Vec<Device>> {
     conn.prepare_cached(
         "SELECT id, name, created_at_ms, last_seen_at_ms FROM devices

@@ -110,6 +110,11 @@ impl AccountStore for SqliteStore {
             .await
     }
 
+    async fn refused_among(&self, devices: Vec<DeviceId>) -> Result<Vec<DeviceId>> {
+        self.read(move |conn| reads::refused_among(conn, &devices))
+            .await
+    }
+
     async fn list_devices(&self, user_id: UserId) -> Result<Vec<Device>> {
         self.read(move |conn| reads::list_devices(conn, user_id))
             .await
