@@ -395,10 +395,11 @@ impl SqliteStore {
         result
     }
 
-    /// Run a point lookup (a token, a user, a membership: a few pages) on this thread when a
-    /// reader connection is free right now, else as `read`. A trip to a reader thread and back
-    /// is two wake-ups, which cost more than such a lookup: on a 2-vCPU VM, switching threads
-    /// was a fifth of the node's CPU in a storm of 19,000 reconnects.
+    /// Run a point lookup (a token, a user, a membership, a user's conversation ids: a few
+    /// pages) on this thread when a reader connection is free right now, else as `read`. A trip
+    /// to a reader thread and back is two wake-ups, which cost more than such a lookup: on a
+    /// 2-vCPU VM, switching threads was a fifth of the node's CPU in a storm of 19,000
+    /// reconnects.
     pub(crate) async fn lookup<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,

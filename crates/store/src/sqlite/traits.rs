@@ -251,7 +251,9 @@ impl ConversationStore for SqliteStore {
     }
 
     async fn conversation_ids_of(&self, user: UserId) -> Result<Vec<ConversationId>> {
-        self.read(move |conn| reads::conversation_ids_of(conn, user))
+        // One range of the members index: a lookup, which every connection of a user
+        // not yet attached here makes (a reconnect storm of distinct users is that many).
+        self.lookup(move |conn| reads::conversation_ids_of(conn, user))
             .await
     }
 
