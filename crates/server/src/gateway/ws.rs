@@ -536,7 +536,8 @@ impl Connection {
                 .await;
             }
             Some(CloseReason::Revoked) => {
-                self.close_with(close_code::REVOKED, "logged out").await;
+                self.close_with(close_code::REVOKED, "logged out, revoked or disabled")
+                    .await;
             }
         }
         if reason.is_some() {
