@@ -660,10 +660,7 @@ mod tests {
         assert!(!waiting.is_finished(), "ran without a free reader");
         drop(busy);
         assert_eq!(waiting.await.unwrap().unwrap(), 7);
-        assert_eq!(
-            store.readers.lock().unwrap().len(),
-            SqliteConfig::new("x").readers
-        );
+        assert_eq!(store.readers.lock().unwrap().len(), readers);
         drop(store);
         let _ = std::fs::remove_file(&path);
     }

@@ -400,6 +400,32 @@ pub fn changed_since(
     .map_err(db_error)
 }
 
+/// `messages_in_pos_range` for each conversation asked, in the order asked: what a sync page
+/// reads (`Store::messages_in_pos_ranges`, `Store::sync_page`).
+pub fn messages_in_pos_ranges(
+    conn: &Connection,
+    conversations: Vec<(ConversationId, Option<Seq>)>,
+    after: Pos,
+    up_to: Pos,
+    limit: u32,
+) -> Result<Vec<Vec<Message>>> {
+    conversations
+        .into_iter()
+        .map(|(id, max_seq)| messages_in_pos_range(conn, id, after, up_to, max_seq, limit))
+        .collect()
+}
+
+/// The states of `ids` as `viewer` sees them, in that order.
+pub fn conversations_seen_by(
+    conn: &Connection,
+    ids: &[ConversationId],
+    viewer: UserId,
+) -> Result<Vec<Conversation>> {
+    ids.iter()
+        .map(|id| conversation(conn, *id, Some(viewer)))
+        .collect()
+}
+
 pub fn messages_in_pos_range(
     conn: &Connection,
     id: ConversationId,

@@ -237,12 +237,8 @@ impl ConversationStore for SqliteStore {
         ids: Vec<ConversationId>,
         viewer: UserId,
     ) -> Result<Vec<Conversation>> {
-        self.read(move |conn| {
-            ids.into_iter()
-                .map(|id| reads::conversation(conn, id, Some(viewer)))
-                .collect()
-        })
-        .await
+        self.read(move |conn| reads::conversations_seen_by(conn, &ids, viewer))
+            .await
     }
 
     async fn list_conversations(&self, viewer: UserId) -> Result<Vec<Conversation>> {
@@ -320,12 +316,7 @@ impl MessageStore for SqliteStore {
         // One trip to a reader thread for them all, one snapshot.
         self.read(move |conn| {
             let tx = conn.unchecked_transaction().map_err(db_error)?;
-            conversations
-                .into_iter()
-                .map(|(id, max_seq)| {
-                    reads::messages_in_pos_range(&tx, id, after, up_to, max_seq, limit)
-                })
-                .collect()
+            reads::messages_in_pos_ranges(&tx, conversations, after, up_to, limit)
         })
         .await
     }
@@ -346,27 +337,16 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             let tx = conn.unchecked_transaction().map_err(db_error)?;
             let changed = reads::changed_since(&tx, request.user, request.cursor)?;
-            let limit = request.limit.saturating_add(1);
-            let read = request
-                .messages_to_read(&changed)
-                .into_iter()
-                .map(|(id, max_seq)| {
-                    reads::messages_in_pos_range(
-                        &tx,
-                        id,
-                        request.cursor,
-                        request.head,
-                        max_seq,
-                        limit,
-                    )
-                })
-                .collect::<Result<Vec<_>>>()?;
+            let read = reads::messages_in_pos_ranges(
+                &tx,
+                request.messages_to_read(&changed),
+                request.cursor,
+                request.head,
+                request.limit.saturating_add(1),
+            )?;
             let plan = request.plan(&changed, read);
-            let conversations = plan
-                .conversation_ids
-                .iter()
-                .map(|id| reads::conversation(&tx, *id, Some(request.user)))
-                .collect::<Result<Vec<_>>>()?;
+            let conversations =
+                reads::conversations_seen_by(&tx, &plan.conversation_ids, request.user)?;
             Ok(plan.into_page(conversations))
         })
         .await
