@@ -179,8 +179,49 @@ struct WritePath {
 pub struct SqliteStore {
     jobs: tokio::sync::mpsc::Sender<Task>,
     path: Arc<WritePath>,
-    readers: Mutex<Vec<Connection>>,
+    readers: Arc<ReaderPool>,
     reader_permits: Semaphore,
+}
+
+/// The read connections not lent out right now.
+type ReaderPool = Mutex<Vec<Connection>>;
+
+/// A read connection lent from the pool. It goes back when this is dropped, also when the
+/// closure that used it panicked, so that a panic costs one read, not one connection of the pool
+/// for the rest of the process ("reader pool empty" once all were lost).
+struct Lent {
+    conn: Option<Connection>,
+    pool: Arc<ReaderPool>,
+}
+
+impl Lent {
+    fn take(pool: &Arc<ReaderPool>) -> Option<Lent> {
+        let conn = pool.lock().unwrap_or_else(|p| p.into_inner()).pop()?;
+        Some(Lent {
+            conn: Some(conn),
+            pool: pool.clone(),
+        })
+    }
+
+    fn conn(&self) -> &Connection {
+        // Set from `take` until `drop`.
+        self.conn.as_ref().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        // A closure that unwound inside a read transaction left it open: end it, so that the
+        // next read does not see an old snapshot (or fail to begin its own).
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        self.pool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(conn);
+    }
 }
 
 fn open_connection(path: &Path, durability: Durability) -> rusqlite::Result<Connection> {
@@ -276,7 +317,7 @@ impl SqliteStore {
             jobs,
             path,
             reader_permits: Semaphore::new(readers.len()),
-            readers: Mutex::new(readers),
+            readers: Arc::new(Mutex::new(readers)),
         })
     }
 
@@ -377,22 +418,10 @@ impl SqliteStore {
             .acquire()
             .await
             .map_err(|_| Error::internal("reader pool closed"))?;
-        let conn = self
-            .readers
-            .lock()
-            .map_err(|_| Error::internal("reader pool poisoned"))?
-            .pop()
-            .ok_or_else(|| Error::internal("reader pool empty"))?;
-        let (conn, result) = tokio::task::spawn_blocking(move || {
-            let result = f(&conn);
-            (conn, result)
-        })
-        .await
-        .map_err(|e| Error::internal(format!("reader task: {e}")))?;
-        if let Ok(mut pool) = self.readers.lock() {
-            pool.push(conn);
-        }
-        result
+        let lent = Lent::take(&self.readers).ok_or_else(|| Error::internal("reader pool empty"))?;
+        tokio::task::spawn_blocking(move || f(lent.conn()))
+            .await
+            .map_err(|e| Error::internal(format!("reader task: {e}")))?
     }
 
     /// Run a point lookup (a token, a user, a membership, a user's conversation ids: a few
@@ -404,15 +433,10 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        if let Ok(_permit) = self.reader_permits.try_acquire() {
-            let conn = self.readers.lock().ok().and_then(|mut pool| pool.pop());
-            if let Some(conn) = conn {
-                let result = f(&conn);
-                if let Ok(mut pool) = self.readers.lock() {
-                    pool.push(conn);
-                }
-                return result;
-            }
+        if let Ok(_permit) = self.reader_permits.try_acquire()
+            && let Some(lent) = Lent::take(&self.readers)
+        {
+            return f(lent.conn());
         }
         self.read(f).await
     }
@@ -661,6 +685,40 @@ mod tests {
         drop(busy);
         assert_eq!(waiting.await.unwrap().unwrap(), 7);
         assert_eq!(store.readers.lock().unwrap().len(), readers);
+        drop(store);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[tokio::test]
+    async fn a_read_that_panics_gives_its_connection_back() {
+        let (store, path) = store("panicking-read", Durability::Crash);
+        let store = Arc::new(store);
+        let readers = store.readers.lock().unwrap().len();
+        for _ in 0..readers + 1 {
+            let failed = store
+                .read(|conn| -> Result<()> {
+                    conn.execute_batch("BEGIN").map_err(db_error)?;
+                    panic!("a bug in a read")
+                })
+                .await;
+            assert!(failed.is_err());
+            let failed = tokio::spawn({
+                let store = store.clone();
+                async move {
+                    store
+                        .lookup(|_| -> Result<()> { panic!("a bug in a lookup") })
+                        .await
+                }
+            })
+            .await;
+            assert!(failed.is_err());
+        }
+        assert_eq!(store.readers.lock().unwrap().len(), readers);
+        // Each connection came back out of the transaction it was left in.
+        for _ in 0..readers {
+            let autocommit = store.read(|conn| Ok(conn.is_autocommit())).await.unwrap();
+            assert!(autocommit);
+        }
         drop(store);
         let _ = std::fs::remove_file(&path);
     }
