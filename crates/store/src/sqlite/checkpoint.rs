@@ -21,7 +21,7 @@
 //! work.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
@@ -54,6 +54,12 @@ struct Shared {
     completed: AtomicU64,
     /// The writer asks for a checkpoint now, without the pause.
     urgent: AtomicBool,
+    /// The checkpoint thread's kernel id (0 until it runs), for `priority::hurry`.
+    checkpointer_tid: AtomicI32,
+    /// The writer lifted the thread out of the background class; it goes back after its pass.
+    hurried: AtomicBool,
+    /// Times the log started over (its length after a commit fell).
+    restarts: AtomicU64,
 }
 
 /// The writer's side: how long the log is, and the checkpoint thread's doorbell.
@@ -81,6 +87,9 @@ impl WalWatch {
             frames: AtomicU64::new(0),
             completed: AtomicU64::new(0),
             urgent: AtomicBool::new(false),
+            checkpointer_tid: AtomicI32::new(0),
+            hurried: AtomicBool::new(false),
+            restarts: AtomicU64::new(0),
         });
         let (doorbell, rings) = mpsc::sync_channel::<()>(1);
         let seen = shared.clone();
@@ -89,7 +98,9 @@ impl WalWatch {
             .wal_hook(Some(
                 move |_: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
                     let pages = u64::try_from(pages).unwrap_or(0);
-                    seen.frames.store(pages, Ordering::Relaxed);
+                    if pages < seen.frames.swap(pages, Ordering::Relaxed) {
+                        seen.restarts.fetch_add(1, Ordering::Relaxed);
+                    }
                     if pages >= BACKGROUND_AT {
                         // A full doorbell means the thread is already on its way.
                         let _ = doorbell.try_send(());
@@ -133,6 +144,7 @@ impl WalWatch {
             match self.asked_at {
                 None => {
                     self.asked_at = Some(completed);
+                    self.hurry();
                     self.shared.urgent.store(true, Ordering::Release);
                     // The thread is either pausing (parked) or soon back at its doorbell, which
                     // every commit of a log this long rings.
@@ -145,6 +157,24 @@ impl WalWatch {
             }
         }
         true
+    }
+
+    /// Lift the checkpoint thread out of the background class until its next pass ends, where
+    /// the process may: the writer now waits for that pass, and a pass under way holds the
+    /// checkpoint lock (the writer's own checkpoint would find it busy).
+    fn hurry(&self) {
+        let tid = self.shared.checkpointer_tid.load(Ordering::Acquire);
+        // Flagged after the lift: a pass that ends in between leaves the thread lifted until
+        // the next one ends, never background while flagged otherwise.
+        if tid != 0 && super::priority::hurry(tid) {
+            self.shared.hurried.store(true, Ordering::Release);
+        }
+    }
+
+    /// Times the log has started over since the store opened.
+    #[cfg(test)]
+    pub(crate) fn restarts(&self) -> u64 {
+        self.shared.restarts.load(Ordering::Relaxed)
     }
 
     /// The writer's checkpoint, between two commit groups: milliseconds of copying and two
@@ -165,6 +195,9 @@ impl WalWatch {
 
 fn run_checkpointer(conn: Connection, rings: mpsc::Receiver<()>, shared: Arc<Shared>) {
     super::priority::background();
+    shared
+        .checkpointer_tid
+        .store(super::priority::thread_id(), Ordering::Release);
     // Log length at the last checkpoint that reached its end: nothing to do until it changes.
     let mut clean_at: Option<u64> = None;
     loop {
@@ -191,6 +224,9 @@ fn run_checkpointer(conn: Connection, rings: mpsc::Receiver<()>, shared: Arc<Sha
             }
         }
         shared.completed.fetch_add(1, Ordering::AcqRel);
+        if shared.hurried.swap(false, Ordering::AcqRel) {
+            super::priority::background();
+        }
         pause(&shared);
     }
 }

@@ -441,6 +441,17 @@ impl SqliteStore {
         self.read(f).await
     }
 
+    /// Times the log has started over since the store opened.
+    #[cfg(test)]
+    pub(crate) fn log_restarts(&self) -> u64 {
+        let writer = self
+            .path
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        writer.wal.restarts()
+    }
+
     pub(crate) fn head_pos(&self) -> Pos {
         self.path.head.load(Ordering::Acquire)
     }
