@@ -164,8 +164,9 @@ impl WalWatch {
     /// checkpoint lock (the writer's own checkpoint would find it busy).
     fn hurry(&self) {
         let tid = self.shared.checkpointer_tid.load(Ordering::Acquire);
-        // Flagged after the lift: a pass that ends in between leaves the thread lifted until
-        // the next one ends, never background while flagged otherwise.
+        // Flagged after the lift, so that the thread never drops back before it is lifted; a
+        // pass that ends in between leaves it lifted until the next pass ends. The thread
+        // lives as long as the writer's connection, so `tid` is never another thread's.
         if tid != 0 && super::priority::hurry(tid) {
             self.shared.hurried.store(true, Ordering::Release);
         }
