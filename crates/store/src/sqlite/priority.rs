@@ -66,22 +66,23 @@ pub(crate) fn thread_id() -> libc::pid_t {
 #[cfg(target_os = "linux")]
 pub(crate) fn hurry(tid: libc::pid_t) -> bool {
     let normal = libc::sched_param { sched_priority: 0 };
-    // SAFETY: the calls only read their arguments; a `tid` that is gone is an error, no more.
-    unsafe {
-        libc::sched_setscheduler(tid, libc::SCHED_OTHER, &normal) == 0
-            && libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 0) == 0
-    }
+    // SAFETY: the call only reads its arguments; a `tid` that is gone is an error, no more.
+    let normal_class = unsafe { libc::sched_setscheduler(tid, libc::SCHED_OTHER, &normal) } == 0;
+    normal_class && set_nice_of(tid, 0).is_ok()
 }
 
-/// Set the calling thread's nice value (Linux: `PRIO_PROCESS` with a thread id applies to that
-/// thread alone).
+/// Set the calling thread's nice value.
 #[cfg(target_os = "linux")]
 fn set_nice(nice: libc::c_int) -> std::io::Result<()> {
-    // SAFETY: `gettid` has no preconditions; `setpriority` only reads its arguments.
-    let rc = unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice)
-    };
+    set_nice_of(thread_id(), nice)
+}
+
+/// Set thread `tid`'s nice value (Linux: `PRIO_PROCESS` with a thread id applies to that thread
+/// alone).
+#[cfg(target_os = "linux")]
+fn set_nice_of(tid: libc::pid_t, nice: libc::c_int) -> std::io::Result<()> {
+    // SAFETY: `setpriority` only reads its arguments.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
     if rc == 0 {
         Ok(())
     } else {
