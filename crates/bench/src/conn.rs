@@ -39,6 +39,9 @@ pub enum Proto {
     Nats,
     /// NATS with JetStream publish (acknowledged once stored).
     JetStream,
+    /// JetStream publish with a `Nats-Msg-Id` header, checked against the stream's duplicates
+    /// as Natter checks every send's `client_msg_id`: the same guarantees as Natter's send.
+    JetStreamDedupe,
 }
 
 impl Proto {
@@ -49,12 +52,23 @@ impl Proto {
             Proto::SocketIo => "socketio",
             Proto::Nats => "nats",
             Proto::JetStream => "jetstream",
+            Proto::JetStreamDedupe => "jetstream-dedupe",
         }
     }
 
     /// Whether a send gets an acknowledgement (NATS core publish gets none).
     pub fn acks(self) -> bool {
         self != Proto::Nats
+    }
+
+    /// NATS with JetStream, with or without `Nats-Msg-Id`.
+    pub fn is_jetstream(self) -> bool {
+        matches!(self, Proto::JetStream | Proto::JetStreamDedupe)
+    }
+
+    /// Any NATS protocol: core or JetStream.
+    pub fn is_nats(self) -> bool {
+        self == Proto::Nats || self.is_jetstream()
     }
 
     /// Natter, in either encoding.
@@ -515,12 +529,16 @@ async fn open_inner(
                 rng,
             ))
         }
-        Proto::Nats | Proto::JetStream => {
+        Proto::Nats | Proto::JetStream | Proto::JetStreamDedupe => {
             let (mut rd, mut wr) = stream.into_split();
             let mut buf = ReadBuf::new(Vec::new());
-            preamble.extend_from_slice(
-                b"CONNECT {\"verbose\":false,\"pedantic\":false,\"echo\":true,\"headers\":false,\
-                  \"protocol\":1,\"name\":\"natter-bench\",\"lang\":\"rust\",\"version\":\"0.1\"}\r\nPING\r\n",
+            // Headers only where they are published: a subscriber that allows them gets each
+            // message as `HMSG`.
+            let headers = endpoint.proto == Proto::JetStreamDedupe;
+            let _ = write!(
+                preamble,
+                "CONNECT {{\"verbose\":false,\"pedantic\":false,\"echo\":true,\"headers\":{headers},\
+                 \"protocol\":1,\"name\":\"natter-bench\",\"lang\":\"rust\",\"version\":\"0.1\"}}\r\nPING\r\n",
             );
             let mut sent = false;
             loop {
@@ -687,6 +705,23 @@ fn encode(
                     scratch.extend_from_slice(b"\"]");
                     wire::encode_frame(buf, wire::OP_TEXT, scratch, rng);
                 }
+                Proto::JetStreamDedupe => {
+                    bench_text(scratch, intended_ns, k, encoding.size);
+                    // The message id is unique per connection and message, as a Natter
+                    // client's `client_msg_id` is per sender.
+                    let mut headers = [0u8; 96];
+                    let mut cursor = &mut headers[..];
+                    let _ = write!(cursor, "NATS/1.0\r\nNats-Msg-Id: {conn_id}.{k}\r\n\r\n");
+                    let header_len = 96 - cursor.len();
+                    let _ = write!(
+                        buf,
+                        "HPUB bench.{channel} _INBOX.{conn_id}.{k} {header_len} {}\r\n",
+                        header_len + scratch.len()
+                    );
+                    buf.extend_from_slice(&headers[..header_len]);
+                    buf.extend_from_slice(scratch);
+                    buf.extend_from_slice(b"\r\n");
+                }
                 Proto::Nats | Proto::JetStream => {
                     bench_text(scratch, intended_ns, k, encoding.size);
                     if proto == Proto::JetStream {
@@ -798,11 +833,13 @@ async fn read_loop(
                         Err(e) => Step::Failed(e),
                     }
                 }
-                Proto::Nats | Proto::JetStream => match wire::nats_next(&mut buf) {
-                    Ok(Some(item)) => handle_nats(item, &mut *handler, &out),
-                    Ok(None) => break,
-                    Err(e) => Step::Failed(e),
-                },
+                Proto::Nats | Proto::JetStream | Proto::JetStreamDedupe => {
+                    match wire::nats_next(&mut buf) {
+                        Ok(Some(item)) => handle_nats(item, &mut *handler, &out),
+                        Ok(None) => break,
+                        Err(e) => Step::Failed(e),
+                    }
+                }
             };
             match step {
                 Step::Continue => {}
@@ -1331,6 +1368,7 @@ mod tests {
             Proto::SocketIo,
             Proto::Nats,
             Proto::JetStream,
+            Proto::JetStreamDedupe,
         ] {
             let mut buf = Vec::new();
             let send = Out::Send {
@@ -1381,10 +1419,12 @@ mod tests {
                 }
             } else {
                 let text = String::from_utf8(buf).unwrap();
-                let head = if proto == Proto::Nats {
-                    "PUB bench.1 32\r\n"
-                } else {
-                    "PUB bench.1 _INBOX.4.7 32\r\n"
+                let head = match proto {
+                    Proto::Nats => "PUB bench.1 32\r\n",
+                    Proto::JetStream => "PUB bench.1 _INBOX.4.7 32\r\n",
+                    _ => {
+                        "HPUB bench.1 _INBOX.4.7 30 62\r\nNATS/1.0\r\nNats-Msg-Id: 4.7\r\n\r\nnb 99 7 "
+                    }
                 };
                 assert!(text.starts_with(head), "{text}");
             }

@@ -114,6 +114,8 @@ enum Peer {
     Socketio,
     Nats,
     Jetstream,
+    /// JetStream, each publish with a `Nats-Msg-Id` checked against the stream's duplicates.
+    JetstreamDedupe,
 }
 
 impl Peer {
@@ -123,6 +125,7 @@ impl Peer {
             Peer::Socketio => Proto::SocketIo,
             Peer::Nats => Proto::Nats,
             Peer::Jetstream => Proto::JetStream,
+            Peer::JetstreamDedupe => Proto::JetStreamDedupe,
         }
     }
 }

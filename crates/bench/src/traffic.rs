@@ -491,7 +491,7 @@ async fn setup_rig(common: &Common, args: &TrafficArgs, proto: Proto) -> Result<
             None,
             Some(procs::start_socketio(&common.peers_dir, common.keep)?),
         ),
-        Proto::Nats | Proto::JetStream => (
+        Proto::Nats | Proto::JetStream | Proto::JetStreamDedupe => (
             None,
             Some(procs::start_nats(&common.peers_dir, common.keep)?),
         ),
@@ -515,7 +515,7 @@ async fn setup_rig(common: &Common, args: &TrafficArgs, proto: Proto) -> Result<
         }
         conversations = create_channels(&addrs, shape, &accounts, common.setup_concurrency).await?;
     }
-    if proto == Proto::JetStream {
+    if proto.is_jetstream() {
         create_stream(&Endpoint {
             addr: addrs[0],
             proto,
@@ -544,11 +544,11 @@ async fn setup_rig(common: &Common, args: &TrafficArgs, proto: Proto) -> Result<
                 )));
             }
         }
-        Proto::Nats | Proto::JetStream => {
+        Proto::Nats | Proto::JetStream | Proto::JetStreamDedupe => {
             for (c, conn) in conns.iter().enumerate() {
                 let channel = shape.channel_of(c);
                 let mut lines = format!("SUB bench.{channel} 1\r\n");
-                if proto == Proto::JetStream {
+                if proto.is_jetstream() {
                     lines.push_str(&format!("SUB _INBOX.{c}.* 2\r\n"));
                 }
                 lines.push_str("PING\r\n");
@@ -645,7 +645,9 @@ async fn create_stream(endpoint: &Endpoint) -> Result<(), String> {
         "num_replicas": 1,
         "max_msgs": -1,
         "max_bytes": -1,
-        "max_age": 0
+        "max_age": 0,
+        // JetStream's default, stated: a `Nats-Msg-Id` is checked against the last two minutes.
+        "duplicate_window": 120_000_000_000u64
     })
     .to_string();
     conn.send(Out::Raw(

@@ -512,11 +512,14 @@ pub fn nats_next(buf: &mut ReadBuf) -> io::Result<Option<NatsItem<'_>>> {
     };
     let line = &bytes[..line_end];
     let base = buf.start;
-    if line.starts_with(b"MSG ") {
+    let headers = line.starts_with(b"HMSG ");
+    if headers || line.starts_with(b"MSG ") {
         // MSG <subject> <sid> [reply-to] <#bytes>
-        let mut fields = [(0usize, 0usize); 4];
+        // HMSG <subject> <sid> [reply-to] <#header bytes> <#total bytes>: the payload handed on
+        // is what follows the headers.
+        let mut fields = [(0usize, 0usize); 5];
         let mut count = 0;
-        let mut i = 4;
+        let mut i = if headers { 5 } else { 4 };
         while i < line_end {
             while i < line_end && bytes[i] == b' ' {
                 i += 1;
@@ -534,16 +537,26 @@ pub fn nats_next(buf: &mut ReadBuf) -> io::Result<Option<NatsItem<'_>>> {
                 count += 1;
             }
         }
-        if !(3..=4).contains(&count) {
+        let counts = if headers { 4..=5 } else { 3..=4 };
+        if !counts.contains(&count) {
             return Err(invalid("bad MSG line".into()));
         }
+        let number = |(from, to): (usize, usize)| {
+            std::str::from_utf8(&bytes[from..to])
+                .ok()
+                .and_then(|s| s.parse::<usize>().ok())
+        };
         let (subject_from, subject_to) = fields[0];
-        let (len_from, len_to) = fields[count - 1];
-        let Some(len) = std::str::from_utf8(&bytes[len_from..len_to])
-            .ok()
-            .and_then(|s| s.parse::<usize>().ok())
-        else {
+        let Some(len) = number(fields[count - 1]) else {
             return Err(invalid("bad MSG length".into()));
+        };
+        let header_len = if headers {
+            match number(fields[count - 2]) {
+                Some(n) if n <= len => n,
+                _ => return Err(invalid("bad HMSG header length".into())),
+            }
+        } else {
+            0
         };
         // Bounded before the sums below, which a length near `usize::MAX` would overflow.
         let payload_start = line_end + 2;
@@ -561,9 +574,10 @@ pub fn nats_next(buf: &mut ReadBuf) -> io::Result<Option<NatsItem<'_>>> {
         }
         buf.start = base + end;
         let data = &buf.data;
+        let body_start = payload_start + header_len;
         return Ok(Some(NatsItem::Msg {
             subject: &data[base + subject_from..base + subject_to],
-            payload: &data[base + payload_start..base + payload_start + len],
+            payload: &data[base + body_start..base + payload_start + len],
         }));
     }
     buf.start = base + line_end + 2;
@@ -720,6 +734,37 @@ mod tests {
                 payload: b"abc"
             })
         );
+    }
+
+    #[test]
+    fn a_message_with_headers_hands_on_the_payload_after_them() {
+        let headers = "NATS/1.0\r\nNats-Msg-Id: 4-9\r\n\r\n";
+        let total = headers.len() + 5;
+        let wire = format!(
+            "HMSG bench.3 1 {} {total}\r\n{headers}hello\r\nHMSG s 2 _INBOX.a.9 {} {total}\r\n{headers}hel",
+            headers.len(),
+            headers.len()
+        );
+        let mut buf = ReadBuf::new(wire.into_bytes());
+        assert_eq!(
+            nats_next(&mut buf).unwrap(),
+            Some(NatsItem::Msg {
+                subject: b"bench.3",
+                payload: b"hello"
+            })
+        );
+        assert_eq!(nats_next(&mut buf).unwrap(), None);
+        buf.data.extend_from_slice(b"lo\r\n");
+        assert_eq!(
+            nats_next(&mut buf).unwrap(),
+            Some(NatsItem::Msg {
+                subject: b"s",
+                payload: b"hello"
+            })
+        );
+        // Headers longer than the whole message are an error.
+        let mut buf = ReadBuf::new(b"HMSG s 1 9 5\r\nhello\r\n".to_vec());
+        assert!(nats_next(&mut buf).is_err());
     }
 
     #[tokio::test]
