@@ -66,11 +66,6 @@ impl Proto {
         matches!(self, Proto::JetStream | Proto::JetStreamDedupe)
     }
 
-    /// Any NATS protocol: core or JetStream.
-    pub fn is_nats(self) -> bool {
-        self == Proto::Nats || self.is_jetstream()
-    }
-
     /// Natter, in either encoding.
     pub fn is_natter(self) -> bool {
         matches!(self, Proto::Natter | Proto::NatterProtobuf)
