@@ -44,7 +44,7 @@ use natter_proto::Pos;
 use rusqlite::{Connection, OpenFlags};
 
 use checkpoint::WalWatch;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 /// How hard a commit holds on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -180,26 +180,30 @@ pub struct SqliteStore {
     jobs: tokio::sync::mpsc::Sender<Task>,
     path: Arc<WritePath>,
     readers: Arc<ReaderPool>,
-    reader_permits: Semaphore,
+    reader_permits: Arc<Semaphore>,
 }
 
 /// The read connections not lent out right now.
 type ReaderPool = Mutex<Vec<Connection>>;
 
-/// A read connection lent from the pool. It goes back when this is dropped, also when the
-/// closure that used it panicked, so that a panic costs one read, not one connection of the pool
-/// for the rest of the process ("reader pool empty" once all were lost).
+/// A read connection lent from the pool, with its permit. It goes back when this is dropped,
+/// also when the closure that used it panicked, so that a panic costs one read, not one
+/// connection of the pool for the rest of the process ("reader pool empty" once all were lost).
+/// The permit is released only after that (fields drop after `drop`): a read whose caller gave up
+/// holds its place until its closure ends, so no read is let in to find the pool empty.
 struct Lent {
     conn: Option<Connection>,
     pool: Arc<ReaderPool>,
+    _permit: OwnedSemaphorePermit,
 }
 
 impl Lent {
-    fn take(pool: &Arc<ReaderPool>) -> Option<Lent> {
+    fn take(pool: &Arc<ReaderPool>, permit: OwnedSemaphorePermit) -> Option<Lent> {
         let conn = pool.lock().unwrap_or_else(|p| p.into_inner()).pop()?;
         Some(Lent {
             conn: Some(conn),
             pool: pool.clone(),
+            _permit: permit,
         })
     }
 
@@ -316,7 +320,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             jobs,
             path,
-            reader_permits: Semaphore::new(readers.len()),
+            reader_permits: Arc::new(Semaphore::new(readers.len())),
             readers: Arc::new(Mutex::new(readers)),
         })
     }
@@ -413,12 +417,14 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let _permit = self
+        let permit = self
             .reader_permits
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| Error::internal("reader pool closed"))?;
-        let lent = Lent::take(&self.readers).ok_or_else(|| Error::internal("reader pool empty"))?;
+        let lent = Lent::take(&self.readers, permit)
+            .ok_or_else(|| Error::internal("reader pool empty"))?;
         tokio::task::spawn_blocking(move || f(lent.conn()))
             .await
             .map_err(|e| Error::internal(format!("reader task: {e}")))?
@@ -433,8 +439,8 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        if let Ok(_permit) = self.reader_permits.try_acquire()
-            && let Some(lent) = Lent::take(&self.readers)
+        if let Ok(permit) = self.reader_permits.clone().try_acquire_owned()
+            && let Some(lent) = Lent::take(&self.readers, permit)
         {
             return f(lent.conn());
         }
@@ -696,6 +702,57 @@ mod tests {
         drop(busy);
         assert_eq!(waiting.await.unwrap().unwrap(), 7);
         assert_eq!(store.readers.lock().unwrap().len(), readers);
+        drop(store);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    /// A read whose caller went away (a client that disconnected mid-sync drops the future)
+    /// still holds its connection until its closure ends: its place in the pool must stay taken
+    /// until then, or a read let in meanwhile finds the pool empty and fails.
+    #[tokio::test]
+    async fn a_read_given_up_by_its_caller_keeps_its_place_until_it_ends() {
+        let (store, path) = store("abandoned-read", Durability::Crash);
+        let store = Arc::new(store);
+        let readers = store.readers.lock().unwrap().len();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (started, has_started) = std::sync::mpsc::channel::<()>();
+        let abandoned = tokio::time::timeout(
+            std::time::Duration::from_millis(100),
+            store.read(move |_| {
+                let _ = started.send(());
+                let _ = released.recv();
+                Ok(())
+            }),
+        )
+        .await;
+        assert!(abandoned.is_err(), "the blocked read should time out");
+        has_started.recv().unwrap();
+        let others: Vec<_> = (0..readers)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .read(|conn| {
+                            conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                                .map_err(db_error)
+                        })
+                        .await
+                })
+            })
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        release.send(()).unwrap();
+        for other in others {
+            assert_eq!(other.await.unwrap().unwrap(), 1);
+        }
+        // Every permit back means every connection back (a permit goes after its connection).
+        let all = store
+            .reader_permits
+            .acquire_many(readers as u32)
+            .await
+            .unwrap();
+        assert_eq!(store.readers.lock().unwrap().len(), readers);
+        drop(all);
         drop(store);
         let _ = std::fs::remove_file(&path);
     }
