@@ -704,16 +704,15 @@ fn encode(
                     bench_text(scratch, intended_ns, k, encoding.size);
                     // The message id is unique per connection and message, as a Natter
                     // client's `client_msg_id` is per sender.
-                    let mut headers = [0u8; 96];
-                    let mut cursor = &mut headers[..];
-                    let _ = write!(cursor, "NATS/1.0\r\nNats-Msg-Id: {conn_id}.{k}\r\n\r\n");
-                    let header_len = 96 - cursor.len();
+                    frame.clear();
+                    let _ = write!(frame, "NATS/1.0\r\nNats-Msg-Id: {conn_id}.{k}\r\n\r\n");
                     let _ = write!(
                         buf,
-                        "HPUB bench.{channel} _INBOX.{conn_id}.{k} {header_len} {}\r\n",
-                        header_len + scratch.len()
+                        "HPUB bench.{channel} _INBOX.{conn_id}.{k} {} {}\r\n",
+                        frame.len(),
+                        frame.len() + scratch.len()
                     );
-                    buf.extend_from_slice(&headers[..header_len]);
+                    buf.extend_from_slice(frame);
                     buf.extend_from_slice(scratch);
                     buf.extend_from_slice(b"\r\n");
                 }

@@ -708,6 +708,10 @@ mod tests {
         }
     }
 
+    fn msg<'a>(subject: &'a [u8], payload: &'a [u8]) -> Option<NatsItem<'a>> {
+        Some(NatsItem::Msg { subject, payload })
+    }
+
     #[test]
     fn nats_items_parse_including_split_payloads() {
         let wire =
@@ -718,22 +722,10 @@ mod tests {
             Some(NatsItem::Info(_))
         ));
         assert_eq!(nats_next(&mut buf).unwrap(), Some(NatsItem::Ping));
-        assert_eq!(
-            nats_next(&mut buf).unwrap(),
-            Some(NatsItem::Msg {
-                subject: b"bench.3",
-                payload: b"hello"
-            })
-        );
+        assert_eq!(nats_next(&mut buf).unwrap(), msg(b"bench.3", b"hello"));
         assert_eq!(nats_next(&mut buf).unwrap(), None);
         buf.data.extend_from_slice(b"c\r\n");
-        assert_eq!(
-            nats_next(&mut buf).unwrap(),
-            Some(NatsItem::Msg {
-                subject: b"s",
-                payload: b"abc"
-            })
-        );
+        assert_eq!(nats_next(&mut buf).unwrap(), msg(b"s", b"abc"));
     }
 
     #[test]
@@ -746,22 +738,10 @@ mod tests {
             headers.len()
         );
         let mut buf = ReadBuf::new(wire.into_bytes());
-        assert_eq!(
-            nats_next(&mut buf).unwrap(),
-            Some(NatsItem::Msg {
-                subject: b"bench.3",
-                payload: b"hello"
-            })
-        );
+        assert_eq!(nats_next(&mut buf).unwrap(), msg(b"bench.3", b"hello"));
         assert_eq!(nats_next(&mut buf).unwrap(), None);
         buf.data.extend_from_slice(b"lo\r\n");
-        assert_eq!(
-            nats_next(&mut buf).unwrap(),
-            Some(NatsItem::Msg {
-                subject: b"s",
-                payload: b"hello"
-            })
-        );
+        assert_eq!(nats_next(&mut buf).unwrap(), msg(b"s", b"hello"));
         // Headers longer than the whole message are an error.
         let mut buf = ReadBuf::new(b"HMSG s 1 9 5\r\nhello\r\n".to_vec());
         assert!(nats_next(&mut buf).is_err());
