@@ -45,6 +45,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use checkpoint::WalWatch;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use writes::Heads;
 
 /// How hard a commit holds on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -98,6 +99,8 @@ impl SqliteConfig {
 /// What a write job sees: the open transaction and the change stream's next position.
 pub(crate) struct WriteCtx<'a> {
     pub conn: &'a Connection,
+    /// What the writer remembers of the conversations it appends to (`writes::append`).
+    heads: &'a mut Heads,
     next_pos: Pos,
     events: Vec<Event>,
     messages: usize,
@@ -158,6 +161,13 @@ enum Task {
 struct Writer {
     conn: Connection,
     wal: WalWatch,
+    /// Trusted only while `settled`: see `Heads`.
+    heads: Heads,
+    /// The last group committed; false from its first statement until its commit, so that a
+    /// group that failed or panicked leaves `heads` to be forgotten by the next one.
+    settled: bool,
+    /// `PRAGMA data_version` at the last group: it changes when another connection commits.
+    data_version: Option<i64>,
 }
 
 /// What the writer thread and the tasks that commit in its place share.
@@ -303,7 +313,13 @@ impl SqliteStore {
         let checkpointer = open_connection(&config.path, config.durability).map_err(db_error)?;
         let wal = WalWatch::start(&mut writer, checkpointer, config.wal_frames_max)?;
         let path = Arc::new(WritePath {
-            writer: Mutex::new(Writer { conn: writer, wal }),
+            writer: Mutex::new(Writer {
+                conn: writer,
+                wal,
+                heads: Heads::default(),
+                settled: false,
+                data_version: None,
+            }),
             queued: AtomicUsize::new(0),
             head: AtomicU64::new(pos),
             listener: OnceLock::new(),
@@ -515,7 +531,7 @@ impl Writer {
     fn commit(&mut self, batch: &mut Vec<Job>, path: &WritePath) -> bool {
         let started = Instant::now();
         let committed_pos = path.head.load(Ordering::Acquire);
-        let (finishes, outcome) = commit_group(&mut self.conn, batch, committed_pos);
+        let (finishes, outcome) = commit_group(self, batch, committed_pos);
         match outcome {
             Ok((pos, events, messages)) => {
                 path.head.store(pos, Ordering::Release);
@@ -557,13 +573,43 @@ fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
+/// The writer's transaction. `BEGIN IMMEDIATE` and `COMMIT` go through the statement cache
+/// (rusqlite's `Transaction` parses them on every group); dropped uncommitted, a panic
+/// included, it rolls back.
+struct Group<'c> {
+    conn: &'c Connection,
+    open: bool,
+}
+
+impl<'c> Group<'c> {
+    fn begin(conn: &'c Connection) -> rusqlite::Result<Group<'c>> {
+        run_cached(conn, "BEGIN IMMEDIATE")?;
+        Ok(Group { conn, open: true })
+    }
+
+    fn commit(mut self) -> rusqlite::Result<()> {
+        run_cached(self.conn, "COMMIT")?;
+        self.open = false;
+        Ok(())
+    }
+}
+
+impl Drop for Group<'_> {
+    fn drop(&mut self) {
+        if self.open && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
 fn commit_group(
-    conn: &mut Connection,
+    writer: &mut Writer,
     batch: &mut Vec<Job>,
     committed_pos: Pos,
 ) -> (Vec<Finish>, GroupOutcome) {
     let mut finishes = Vec::with_capacity(batch.len());
-    let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
+    let conn = &writer.conn;
+    let tx = match Group::begin(conn) {
         Ok(tx) => tx,
         Err(e) => {
             // Dropping a job drops its reply channel: its caller gets an error, nothing is lost
@@ -572,22 +618,44 @@ fn commit_group(
             return (finishes, Err(db_error(e)));
         }
     };
-    // Read the position inside the write transaction: another process (`natter user create` on
-    // the same data directory) may have committed since.
-    // Through the statement cache, as every statement of the writer: parsing and planning these
-    // two on every commit group was a tenth of the writer's time.
-    let committed_pos = match tx
-        .prepare_cached(HEAD_SQL)
-        .and_then(|mut s| s.query_row([], |r| r.get::<_, Pos>(0)))
+    // Inside the write transaction, nobody else commits until it ends. Whether another process
+    // (`natter user create` on the same data directory) has committed since the last group:
+    // then the position is read again, and what `heads` remember is forgotten.
+    let data_version = match conn
+        .prepare_cached("PRAGMA data_version")
+        .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
     {
-        Ok(pos) => pos.max(committed_pos),
+        Ok(version) => version,
         Err(e) => {
             batch.clear();
             return (finishes, Err(db_error(e)));
         }
     };
+    let changed_elsewhere = writer.data_version != Some(data_version);
+    writer.data_version = Some(data_version);
+    if changed_elsewhere || !writer.settled {
+        writer.heads.forget();
+    }
+    writer.settled = false;
+    // Through the statement cache, as every statement of the writer: parsing and planning these
+    // on every commit group was a tenth of the writer's time.
+    let committed_pos = if changed_elsewhere {
+        match conn
+            .prepare_cached(HEAD_SQL)
+            .and_then(|mut s| s.query_row([], |r| r.get::<_, Pos>(0)))
+        {
+            Ok(pos) => pos.max(committed_pos),
+            Err(e) => {
+                batch.clear();
+                return (finishes, Err(db_error(e)));
+            }
+        }
+    } else {
+        committed_pos
+    };
     let mut ctx = WriteCtx {
-        conn: &tx,
+        conn,
+        heads: &mut writer.heads,
         next_pos: committed_pos,
         events: Vec::new(),
         messages: 0,
@@ -595,6 +663,10 @@ fn commit_group(
     let mut broken: Option<Error> = None;
     for job in batch.drain(..) {
         let saved = (ctx.next_pos, ctx.events.len(), ctx.messages);
+        if job.guarded {
+            // Only an append keeps `heads` true; any other job may move a seq or a membership.
+            ctx.heads.forget();
+        }
         if job.guarded
             && let Err(e) = run_cached(ctx.conn, "SAVEPOINT job")
         {
@@ -640,7 +712,7 @@ fn commit_group(
         _ => None,
     });
     let record_pos = if pos != committed_pos && last_message_pos != Some(pos) {
-        tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'pos'")
+        conn.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'pos'")
             .and_then(|mut s| s.execute([pos]))
             .map(|_| ())
     } else {
@@ -650,6 +722,7 @@ fn commit_group(
         .and_then(|_| tx.commit())
         .map(|_| (pos, events, messages))
         .map_err(db_error);
+    writer.settled = outcome.is_ok();
     (finishes, outcome)
 }
 
@@ -964,6 +1037,102 @@ mod tests {
         queued_until(&store, |n| n == 0).await;
         let here = std::thread::current().name().map(String::from);
         assert_eq!(committed_on(&store).await, here);
+        drop(store);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    /// Two users and their direct conversation, with `messages` sent in it by the first.
+    async fn a_direct_conversation(
+        store: &SqliteStore,
+        messages: u64,
+    ) -> (natter_proto::ConversationId, natter_proto::UserId) {
+        use natter_core::store::{AccountStore, ConversationStore, MessageStore};
+        let alice = store
+            .create_user("alice", "Alice", "h", 1)
+            .await
+            .unwrap()
+            .id;
+        let bob = store.create_user("bob", "Bob", "h", 1).await.unwrap().id;
+        let (id, _) = store.create_direct(alice, bob, 1).await.unwrap();
+        for i in 0..messages {
+            store
+                .append(message(id, alice, &format!("m{i}")))
+                .await
+                .unwrap();
+        }
+        (id, alice)
+    }
+
+    fn message(
+        conversation_id: natter_proto::ConversationId,
+        sender_id: natter_proto::UserId,
+        client_msg_id: &str,
+    ) -> natter_core::store::NewMessage {
+        natter_core::store::NewMessage {
+            conversation_id,
+            sender_id,
+            client_msg_id: client_msg_id.into(),
+            content: natter_proto::Content::Text {
+                text: client_msg_id.into(),
+            },
+            reply_to: None,
+            sent_at_ms: 5,
+        }
+    }
+
+    /// An append the writer counted in its `Heads` and then lost with its group (a job after it
+    /// panicked) leaves no gap: the next send takes the seq the lost one had.
+    #[tokio::test]
+    async fn a_seq_counted_in_a_group_that_rolled_back_is_taken_again() {
+        use natter_core::store::MessageStore;
+        let (store, path) = store("heads-rollback", Durability::Crash);
+        let store = Arc::new(store);
+        let (id, alice) = a_direct_conversation(&store, 1).await;
+        let lost = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write_unguarded(move |ctx| -> Result<()> {
+                        let ack = writes::append(ctx, message(id, alice, "lost"))?;
+                        assert_eq!(ack.seq, 2);
+                        panic!("a job that panics after an append")
+                    })
+                    .await
+            })
+        };
+        assert!(lost.await.is_err_and(|e| e.is_panic()));
+        let ack = store.append(message(id, alice, "next")).await.unwrap();
+        assert_eq!(
+            ack.seq, 2,
+            "the seq of the rolled-back append is taken again"
+        );
+        drop(store);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    /// A message another connection committed (another process on the same data directory) is
+    /// seen by the next append, which takes the seq after it rather than the one the writer's
+    /// `Heads` remembered.
+    #[tokio::test]
+    async fn an_append_after_another_connection_committed_takes_the_seq_after_its_message() {
+        use natter_core::store::MessageStore;
+        let (store, path) = store("heads-elsewhere", Durability::Crash);
+        let (id, alice) = a_direct_conversation(&store, 2).await;
+        let other = open_connection(&path, Durability::Crash).unwrap();
+        other
+            .execute(
+                "INSERT INTO messages (pos, conversation_id, seq, sender_id, content, sent_at_ms)
+                 VALUES ((SELECT MAX(pos) + 1 FROM messages), ?1, 3, ?2, '{}', 5)",
+                rusqlite::params![id, alice],
+            )
+            .unwrap();
+        let elsewhere_pos: u64 = other
+            .query_row("SELECT MAX(pos) FROM messages", [], |r| r.get(0))
+            .unwrap();
+        drop(other);
+        let ack = store.append(message(id, alice, "after")).await.unwrap();
+        assert_eq!(ack.seq, 4);
+        assert!(ack.pos > elsewhere_pos);
         drop(store);
         let _ = std::fs::remove_file(&path);
     }

@@ -8,9 +8,62 @@ use natter_proto::{
     Ack, Content, ConversationId, ConversationKind, ErrorCode, Message, Receipt, Role, Seq,
     SystemEvent, User, UserId,
 };
+use std::collections::{HashMap, HashSet};
+
 use rusqlite::{OptionalExtension, params};
 
 use super::{WriteCtx, db_error, reads};
+
+/// What the writer remembers of the conversations it appends to: each one's last seq, and which
+/// senders it has seen there as members. A send it remembers reads neither from the database:
+/// that read was a tenth of the writer's time per message.
+///
+/// It may only say what the database says. So it is forgotten whole (`commit_group`):
+/// - before any job other than an append runs (joins, leaves, system messages: anything that
+///   moves a seq or a membership without going through `append`);
+/// - at the start of a group when the group before did not commit (a failed commit or a
+///   panicking job rolled back seqs it had counted), or when another connection committed since
+///   (`PRAGMA data_version`);
+/// - when it grows past `HEADS_MAX` conversations or senders, to stay small.
+#[derive(Default)]
+pub(crate) struct Heads {
+    seqs: HashMap<ConversationId, Seq>,
+    senders: HashSet<(ConversationId, UserId)>,
+}
+
+/// Conversations (and senders) past which `Heads` starts over: a few MiB at most.
+const HEADS_MAX: usize = 65_536;
+
+impl Heads {
+    /// The conversation's last seq, if `sender` is known to be one of its members.
+    fn last_seq(&self, conversation: ConversationId, sender: UserId) -> Option<Seq> {
+        if !self.senders.contains(&(conversation, sender)) {
+            return None;
+        }
+        self.seqs.get(&conversation).copied()
+    }
+
+    /// What the database said: `sender` is a member of `conversation`, whose last seq is `seq`.
+    fn learn(&mut self, conversation: ConversationId, sender: UserId, seq: Seq) {
+        if self.seqs.len() >= HEADS_MAX || self.senders.len() >= HEADS_MAX {
+            self.forget();
+        }
+        self.seqs.insert(conversation, seq);
+        self.senders.insert((conversation, sender));
+    }
+
+    /// A message took `seq` in a conversation this remembers.
+    fn appended(&mut self, conversation: ConversationId, seq: Seq) {
+        if let Some(last) = self.seqs.get_mut(&conversation) {
+            *last = seq;
+        }
+    }
+
+    pub(crate) fn forget(&mut self) {
+        self.seqs.clear();
+        self.senders.clear();
+    }
+}
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(
@@ -106,16 +159,9 @@ fn sent_before(ctx: &WriteCtx, sender: UserId, client_msg_id: &str) -> Result<Op
         .map_err(db_error)
 }
 
-/// Append a user's message (D1–D3).
-///
-/// Three statements on the way of a new message, and none of them writes before every reason
-/// to refuse is known (the job runs without a savepoint): one read of the sender's membership
-/// and the conversation's last seq (the last entry of its seq index, which the insert writes
-/// next to), the insert — whose unique index on (sender, client message id) is the dedupe
-/// check, so a resend costs a failed insert and a lookup instead of every send paying the
-/// lookup — then the sender's read marker. The conversation's row is not written: its last
-/// message is read from the messages table wherever it is needed (`reads::newest_message`).
-pub fn append(ctx: &mut WriteCtx, new: NewMessage) -> Result<Ack> {
+/// The conversation's last seq if `sender` is one of its members now, else `None`: one read of
+/// the membership row and the last entry of the conversation's seq index.
+fn member_head(ctx: &WriteCtx, id: ConversationId, sender: UserId) -> Result<Option<Seq>> {
     let state: Option<(Seq, bool)> = ctx
         .conn
         .prepare_cached(concat!(
@@ -124,21 +170,39 @@ pub fn append(ctx: &mut WriteCtx, new: NewMessage) -> Result<Ack> {
             ", left_seq IS NULL FROM members WHERE conversation_id = ?1 AND user_id = ?2"
         ))
         .and_then(|mut s| {
-            s.query_row(params![new.conversation_id, new.sender_id], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()
+            s.query_row(params![id, sender], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
         })
         .map_err(db_error)?;
-    let last_seq = match state {
-        Some((last_seq, true)) => last_seq,
-        // A member who left may still resend what they sent before: it was stored (D3).
-        _ => {
-            return match sent_before(ctx, new.sender_id, &new.client_msg_id)? {
-                Some(ack) => Ok(ack),
-                None => Err(Error::not_member()),
-            };
-        }
+    Ok(state.and_then(|(last_seq, member)| member.then_some(last_seq)))
+}
+
+/// Append a user's message (D1–D3).
+///
+/// Three statements on the way of a new message, and none of them writes before every reason
+/// to refuse is known (the job runs without a savepoint): one read of the sender's membership
+/// and the conversation's last seq (the last entry of its seq index, which the insert writes
+/// next to; skipped when the writer's `Heads` remember both), the insert — whose unique index on (sender, client message id) is the dedupe
+/// check, so a resend costs a failed insert and a lookup instead of every send paying the
+/// lookup — then the sender's read marker. The conversation's row is not written: its last
+/// message is read from the messages table wherever it is needed (`reads::newest_message`).
+pub fn append(ctx: &mut WriteCtx, new: NewMessage) -> Result<Ack> {
+    let (id, sender) = (new.conversation_id, new.sender_id);
+    let last_seq = match ctx.heads.last_seq(id, sender) {
+        Some(last_seq) => last_seq,
+        None => match member_head(ctx, id, sender)? {
+            Some(last_seq) => {
+                ctx.heads.learn(id, sender, last_seq);
+                last_seq
+            }
+            // A member who left may still resend what they sent before: it was stored (D3).
+            None => {
+                return match sent_before(ctx, sender, &new.client_msg_id)? {
+                    Some(ack) => Ok(ack),
+                    None => Err(Error::not_member()),
+                };
+            }
+        },
     };
     if let Some(reply_to) = new.reply_to {
         let exists = reads::message_by_seq(ctx.conn, new.conversation_id, reply_to)?.is_some();
@@ -177,6 +241,7 @@ pub fn append(ctx: &mut WriteCtx, new: NewMessage) -> Result<Ack> {
     }
     ctx.take_pos();
     let (id, seq, pos) = (message.conversation_id, message.seq, message.pos);
+    ctx.heads.appended(id, seq);
     // What you sent you have read.
     ctx.conn
         .prepare_cached(
