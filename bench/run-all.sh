@@ -2,8 +2,9 @@
 # The whole benchmark, side by side, in one go: builds the server and the bench, then runs every
 # scenario of natter-bench against a fresh Natter node (default durable mode) and, for `direct`
 # and `fanout`, against the peers too (Socket.IO, NATS core, NATS JetStream without and with
-# Nats-Msg-Id), each started fresh on this machine. Loopback only; every step is bounded in time
-# (the whole run: about 30 minutes, at most RUN_ALL_TIMEOUT seconds, 60 minutes by default).
+# Nats-Msg-Id, and with Nats-Msg-Id and a durable consumer per connection), each started fresh
+# on this machine. Loopback only; every step is bounded in time (the whole run: about 35
+# minutes, at most RUN_ALL_TIMEOUT seconds, 60 minutes by default).
 #
 #   bench/run-all.sh                 # everything
 #   ONLY="direct fanout" bench/run-all.sh
@@ -22,7 +23,7 @@ ONLY="${ONLY:-direct fanout idle reconnect sync}"
 RUN_ALL_TIMEOUT="${RUN_ALL_TIMEOUT:-3600}"
 DIRECT_RATES="${DIRECT_RATES:-1000,2000,5000,10000,20000,30000,40000,50000,60000,70000,80000,90000,100000}"
 FANOUT_RATES="${FANOUT_RATES:-250,500,1000,1500,2000,2500,3000,4000,5000,6000,8000,10000}"
-PEERS="${PEERS:-natter,socketio,nats,jetstream,jetstream-dedupe}"
+PEERS="${PEERS:-natter,socketio,nats,jetstream,jetstream-dedupe,jetstream-durable}"
 # Natter's frame encoding for direct and fanout: json, proto, or json,proto (the default: both,
 # each judged against the targets and the peers); sync, idle and reconnect take the first.
 ENCODING="${ENCODING:-json,proto}"

@@ -42,6 +42,11 @@ pub enum Proto {
     /// JetStream publish with a `Nats-Msg-Id` header, checked against the stream's duplicates
     /// as Natter checks every send's `client_msg_id`: the same guarantees as Natter's send.
     JetStreamDedupe,
+    /// `JetStreamDedupe`, and each connection receives from the stream through a durable
+    /// consumer of its own: only stored messages are delivered, and the server keeps each
+    /// connection's place, as Natter delivers only committed messages and every device catches
+    /// up on what it missed.
+    JetStreamDurable,
 }
 
 impl Proto {
@@ -53,6 +58,7 @@ impl Proto {
             Proto::Nats => "nats",
             Proto::JetStream => "jetstream",
             Proto::JetStreamDedupe => "jetstream-dedupe",
+            Proto::JetStreamDurable => "jetstream-durable",
         }
     }
 
@@ -61,9 +67,17 @@ impl Proto {
         self != Proto::Nats
     }
 
-    /// NATS with JetStream, with or without `Nats-Msg-Id`.
+    /// NATS with JetStream, in any of its forms.
     pub fn is_jetstream(self) -> bool {
-        matches!(self, Proto::JetStream | Proto::JetStreamDedupe)
+        matches!(
+            self,
+            Proto::JetStream | Proto::JetStreamDedupe | Proto::JetStreamDurable
+        )
+    }
+
+    /// JetStream publishing with a `Nats-Msg-Id` on every message.
+    pub fn checks_ids(self) -> bool {
+        matches!(self, Proto::JetStreamDedupe | Proto::JetStreamDurable)
     }
 
     /// Natter, in either encoding.
@@ -524,12 +538,12 @@ async fn open_inner(
                 rng,
             ))
         }
-        Proto::Nats | Proto::JetStream | Proto::JetStreamDedupe => {
+        Proto::Nats | Proto::JetStream | Proto::JetStreamDedupe | Proto::JetStreamDurable => {
             let (mut rd, mut wr) = stream.into_split();
             let mut buf = ReadBuf::new(Vec::new());
             // Headers only where they are published: a subscriber that allows them gets each
             // message as `HMSG`.
-            let headers = endpoint.proto == Proto::JetStreamDedupe;
+            let headers = endpoint.proto.checks_ids();
             let _ = write!(
                 preamble,
                 "CONNECT {{\"verbose\":false,\"pedantic\":false,\"echo\":true,\"headers\":{headers},\
@@ -700,7 +714,7 @@ fn encode(
                     scratch.extend_from_slice(b"\"]");
                     wire::encode_frame(buf, wire::OP_TEXT, scratch, rng);
                 }
-                Proto::JetStreamDedupe => {
+                Proto::JetStreamDedupe | Proto::JetStreamDurable => {
                     bench_text(scratch, intended_ns, k, encoding.size);
                     // The message id is unique per connection and message, as a Natter
                     // client's `client_msg_id` is per sender.
@@ -827,13 +841,14 @@ async fn read_loop(
                         Err(e) => Step::Failed(e),
                     }
                 }
-                Proto::Nats | Proto::JetStream | Proto::JetStreamDedupe => {
-                    match wire::nats_next(&mut buf) {
-                        Ok(Some(item)) => handle_nats(item, &mut *handler, &out),
-                        Ok(None) => break,
-                        Err(e) => Step::Failed(e),
-                    }
-                }
+                Proto::Nats
+                | Proto::JetStream
+                | Proto::JetStreamDedupe
+                | Proto::JetStreamDurable => match wire::nats_next(&mut buf) {
+                    Ok(Some(item)) => handle_nats(item, &mut *handler, &out),
+                    Ok(None) => break,
+                    Err(e) => Step::Failed(e),
+                },
             };
             match step {
                 Step::Continue => {}
@@ -1363,6 +1378,7 @@ mod tests {
             Proto::Nats,
             Proto::JetStream,
             Proto::JetStreamDedupe,
+            Proto::JetStreamDurable,
         ] {
             let mut buf = Vec::new();
             let send = Out::Send {

@@ -116,6 +116,8 @@ enum Peer {
     Jetstream,
     /// JetStream, each publish with a `Nats-Msg-Id` checked against the stream's duplicates.
     JetstreamDedupe,
+    /// `jetstream-dedupe`, each connection receiving through a durable consumer of its own.
+    JetstreamDurable,
 }
 
 impl Peer {
@@ -126,6 +128,7 @@ impl Peer {
             Peer::Nats => Proto::Nats,
             Peer::Jetstream => Proto::JetStream,
             Peer::JetstreamDedupe => Proto::JetStreamDedupe,
+            Peer::JetstreamDurable => Proto::JetStreamDurable,
         }
     }
 }

@@ -564,6 +564,12 @@ fn peer_targets(steps: &[StepResult], row: &str) -> Vec<Target> {
             "durable throughput vs JetStream with Nats-Msg-Id",
             "Natter's highest sustained rate ≥ JetStream's, each publish checked for duplicates",
         ),
+        (
+            "jetstream-durable",
+            "durable throughput vs JetStream with Nats-Msg-Id and durable consumers",
+            "Natter's highest sustained rate ≥ JetStream's, each publish checked for duplicates \
+             and delivered from the stream through a durable consumer per connection",
+        ),
     ] {
         if steps.iter().any(|s| s.peer == peer) {
             let natter = max_sustained(steps, row).unwrap_or(0.0);
@@ -623,13 +629,14 @@ pub fn document(
     })
 }
 
-const COLORS: [(&str, &str); 6] = [
+const COLORS: [(&str, &str); 7] = [
     ("natter", "#1f77b4"),
     ("natter-proto", "#17becf"),
     ("socketio", "#ff7f0e"),
     ("nats", "#2ca02c"),
     ("jetstream", "#9467bd"),
     ("jetstream-dedupe", "#8c564b"),
+    ("jetstream-durable", "#e377c2"),
 ];
 
 fn color(peer: &str) -> &'static str {
@@ -943,6 +950,7 @@ mod tests {
             step("natter-proto", 30000.0, 40.0, 60000.0),
             step("jetstream", 30000.0, 45.0, 60000.0),
             step("jetstream-dedupe", 30000.0, 70.0, 60000.0),
+            step("jetstream-durable", 30000.0, 20.0, 60000.0),
         ];
         let targets = direct_targets(&steps);
         let judged: Vec<(&str, Option<bool>)> =
@@ -958,6 +966,10 @@ mod tests {
                     "durable throughput vs JetStream with Nats-Msg-Id (JSON)",
                     Some(false)
                 ),
+                (
+                    "durable throughput vs JetStream with Nats-Msg-Id and durable consumers (JSON)",
+                    Some(false)
+                ),
                 ("direct p99 at 5,000 msg/s (protobuf)", None),
                 ("direct sustained rate (protobuf)", Some(true)),
                 ("durable throughput vs JetStream (protobuf)", Some(true)),
@@ -965,11 +977,15 @@ mod tests {
                     "durable throughput vs JetStream with Nats-Msg-Id (protobuf)",
                     Some(true)
                 ),
+                (
+                    "durable throughput vs JetStream with Nats-Msg-Id and durable consumers (protobuf)",
+                    Some(true)
+                ),
             ]
         );
         let fanout = fanout_targets(&steps, 100);
-        assert_eq!(fanout.len(), 6, "{fanout:?}");
-        assert!(fanout[3].name.ends_with("(protobuf)"), "{fanout:?}");
+        assert_eq!(fanout.len(), 8, "{fanout:?}");
+        assert!(fanout[4].name.ends_with("(protobuf)"), "{fanout:?}");
     }
 
     #[test]

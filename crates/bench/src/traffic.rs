@@ -491,7 +491,7 @@ async fn setup_rig(common: &Common, args: &TrafficArgs, proto: Proto) -> Result<
             None,
             Some(procs::start_socketio(&common.peers_dir, common.keep)?),
         ),
-        Proto::Nats | Proto::JetStream | Proto::JetStreamDedupe => (
+        Proto::Nats | Proto::JetStream | Proto::JetStreamDedupe | Proto::JetStreamDurable => (
             None,
             Some(procs::start_nats(&common.peers_dir, common.keep)?),
         ),
@@ -544,15 +544,10 @@ async fn setup_rig(common: &Common, args: &TrafficArgs, proto: Proto) -> Result<
                 )));
             }
         }
-        Proto::Nats | Proto::JetStream | Proto::JetStreamDedupe => {
+        Proto::Nats | Proto::JetStream | Proto::JetStreamDedupe | Proto::JetStreamDurable => {
             for (c, conn) in conns.iter().enumerate() {
                 let channel = shape.channel_of(c);
-                let mut lines = format!("SUB bench.{channel} 1\r\n");
-                if proto.is_jetstream() {
-                    lines.push_str(&format!("SUB _INBOX.{c}.* 2\r\n"));
-                }
-                lines.push_str("PING\r\n");
-                conn.send(Out::Raw(lines.into_bytes()));
+                conn.send(Out::Raw(nats_subscriptions(proto, c, channel).into_bytes()));
             }
         }
     }
@@ -578,6 +573,41 @@ async fn setup_rig(common: &Common, args: &TrafficArgs, proto: Proto) -> Result<
         shared,
         next_k: 1,
     })
+}
+
+/// What NATS connection `c` sends to receive its channel's messages (and, for JetStream, its
+/// publishes' acks on `_INBOX.c.*`); the answer that ends it counts the connection ready.
+/// - NATS core, `jetstream`, `jetstream-dedupe`: a core subscription to the channel's subject
+///   (delivery does not wait for the store), then `PING`: its `PONG`.
+/// - `jetstream-durable`: a durable push consumer of the stream for the channel's subject,
+///   delivering to the connection's own subject, no acks to send back (`ack_policy` none: the
+///   consumer's place moves as it delivers); its creation's reply, on `_INBOX.c.<JOIN_BASE + c>`.
+fn nats_subscriptions(proto: Proto, c: usize, channel: usize) -> String {
+    if proto != Proto::JetStreamDurable {
+        let mut lines = format!("SUB bench.{channel} 1\r\n");
+        if proto.is_jetstream() {
+            lines.push_str(&format!("SUB _INBOX.{c}.* 2\r\n"));
+        }
+        lines.push_str("PING\r\n");
+        return lines;
+    }
+    let request = serde_json::json!({
+        "stream_name": "BENCH",
+        "config": {
+            "durable_name": format!("c{c}"),
+            "deliver_subject": format!("deliver.{c}"),
+            "filter_subject": format!("bench.{channel}"),
+            "deliver_policy": "new",
+            "ack_policy": "none",
+            "replay_policy": "instant"
+        }
+    })
+    .to_string();
+    format!(
+        "SUB deliver.{c} 1\r\nSUB _INBOX.{c}.* 2\r\nPUB $JS.API.CONSUMER.DURABLE.CREATE.BENCH.c{c} _INBOX.{c}.{} {}\r\n{request}\r\n",
+        JOIN_BASE + c as u64,
+        request.len()
+    )
 }
 
 /// One conversation per channel: direct conversations of (2p, 2p+1), or groups owned by their
@@ -1013,6 +1043,40 @@ pub fn max_sustained(results: &[StepResult], peer: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A core subscription is confirmed by its `PONG`; a durable consumer by its creation's
+    /// reply, whose request names the connection's own delivery subject and the channel's.
+    #[test]
+    fn nats_connections_subscribe_or_create_their_consumer() {
+        assert_eq!(
+            nats_subscriptions(Proto::Nats, 3, 1),
+            "SUB bench.1 1\r\nPING\r\n"
+        );
+        assert_eq!(
+            nats_subscriptions(Proto::JetStreamDedupe, 3, 1),
+            "SUB bench.1 1\r\nSUB _INBOX.3.* 2\r\nPING\r\n"
+        );
+        let lines = nats_subscriptions(Proto::JetStreamDurable, 3, 1);
+        let head = format!(
+            "SUB deliver.3 1\r\nSUB _INBOX.3.* 2\r\nPUB $JS.API.CONSUMER.DURABLE.CREATE.BENCH.c3 _INBOX.3.{} ",
+            JOIN_BASE + 3
+        );
+        let rest = lines.strip_prefix(&head).expect(&lines);
+        let (len, body) = rest.split_once("\r\n").expect(rest);
+        let body = body.strip_suffix("\r\n").expect(body);
+        assert_eq!(len.parse::<usize>().unwrap(), body.len());
+        let request: serde_json::Value = serde_json::from_str(body).unwrap();
+        let config = &request["config"];
+        assert_eq!(request["stream_name"], "BENCH");
+        assert_eq!(config["durable_name"], "c3");
+        assert_eq!(config["deliver_subject"], "deliver.3");
+        assert_eq!(config["filter_subject"], "bench.1");
+        assert_eq!(config["ack_policy"], "none");
+        assert!(
+            !lines.contains("PING"),
+            "readiness is the consumer's, not a PONG"
+        );
+    }
 
     #[test]
     fn a_message_delivered_once_more_than_it_has_members_is_a_duplicate() {
