@@ -583,11 +583,16 @@ async fn setup_rig(common: &Common, args: &TrafficArgs, proto: Proto) -> Result<
 ///   delivering to the connection's own subject, no acks to send back (`ack_policy` none: the
 ///   consumer's place moves as it delivers); its creation's reply, on `_INBOX.c.<JOIN_BASE + c>`.
 fn nats_subscriptions(proto: Proto, c: usize, channel: usize) -> String {
-    if proto != Proto::JetStreamDurable {
-        let mut lines = format!("SUB bench.{channel} 1\r\n");
-        if proto.is_jetstream() {
-            lines.push_str(&format!("SUB _INBOX.{c}.* 2\r\n"));
-        }
+    let durable = proto == Proto::JetStreamDurable;
+    let mut lines = if durable {
+        format!("SUB deliver.{c} 1\r\n")
+    } else {
+        format!("SUB bench.{channel} 1\r\n")
+    };
+    if proto.is_jetstream() {
+        lines.push_str(&format!("SUB _INBOX.{c}.* 2\r\n"));
+    }
+    if !durable {
         lines.push_str("PING\r\n");
         return lines;
     }
@@ -601,13 +606,18 @@ fn nats_subscriptions(proto: Proto, c: usize, channel: usize) -> String {
             "ack_policy": "none",
             "replay_policy": "instant"
         }
-    })
-    .to_string();
-    format!(
-        "SUB deliver.{c} 1\r\nSUB _INBOX.{c}.* 2\r\nPUB $JS.API.CONSUMER.DURABLE.CREATE.BENCH.c{c} _INBOX.{c}.{} {}\r\n{request}\r\n",
-        JOIN_BASE + c as u64,
-        request.len()
-    )
+    });
+    lines.push_str(&nats_request(
+        &format!("$JS.API.CONSUMER.DURABLE.CREATE.BENCH.c{c}"),
+        &format!("_INBOX.{c}.{}", JOIN_BASE + c as u64),
+        &request.to_string(),
+    ));
+    lines
+}
+
+/// A NATS request: `PUB subject reply-to length`, then the body.
+fn nats_request(subject: &str, reply_to: &str, body: &str) -> String {
+    format!("PUB {subject} {reply_to} {}\r\n{body}\r\n", body.len())
 }
 
 /// One conversation per channel: direct conversations of (2p, 2p+1), or groups owned by their
@@ -680,12 +690,9 @@ async fn create_stream(endpoint: &Endpoint) -> Result<(), String> {
         "duplicate_window": 120_000_000_000u64
     })
     .to_string();
+    let request = nats_request("$JS.API.STREAM.CREATE.BENCH", "_INBOX.setup.1", &config);
     conn.send(Out::Raw(
-        format!(
-            "SUB _INBOX.setup.* 1\r\nPUB $JS.API.STREAM.CREATE.BENCH _INBOX.setup.1 {}\r\n{config}\r\n",
-            config.len()
-        )
-        .into_bytes(),
+        format!("SUB _INBOX.setup.* 1\r\n{request}").into_bytes(),
     ));
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

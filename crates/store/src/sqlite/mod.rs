@@ -573,6 +573,11 @@ fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
+/// The one value of a one-row statement, through the statement cache.
+fn cached_value<T: rusqlite::types::FromSql>(conn: &Connection, sql: &str) -> rusqlite::Result<T> {
+    conn.prepare_cached(sql)?.query_row([], |r| r.get(0))
+}
+
 /// The writer's transaction. `BEGIN IMMEDIATE` and `COMMIT` go through the statement cache
 /// (rusqlite's `Transaction` parses them on every group); dropped uncommitted, a panic
 /// included, it rolls back.
@@ -620,39 +625,31 @@ fn commit_group(
     };
     // Inside the write transaction, nobody else commits until it ends. Whether another process
     // (`natter user create` on the same data directory) has committed since the last group:
-    // then the position is read again, and what `heads` remember is forgotten.
-    let data_version = match conn
-        .prepare_cached("PRAGMA data_version")
-        .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
-    {
-        Ok(version) => version,
+    // then the position is read again, and what `heads` remember is forgotten. Both statements
+    // through the statement cache, as every statement of the writer: parsing and planning them
+    // on every commit group was a tenth of the writer's time.
+    let seen = (|| -> rusqlite::Result<(i64, Option<Pos>)> {
+        let version = cached_value::<i64>(conn, "PRAGMA data_version")?;
+        let head = if writer.data_version == Some(version) {
+            None
+        } else {
+            Some(cached_value::<Pos>(conn, HEAD_SQL)?)
+        };
+        Ok((version, head))
+    })();
+    let (version, head) = match seen {
+        Ok(seen) => seen,
         Err(e) => {
             batch.clear();
             return (finishes, Err(db_error(e)));
         }
     };
-    let changed_elsewhere = writer.data_version != Some(data_version);
-    writer.data_version = Some(data_version);
-    if changed_elsewhere || !writer.settled {
+    writer.data_version = Some(version);
+    if head.is_some() || !writer.settled {
         writer.heads.forget();
     }
     writer.settled = false;
-    // Through the statement cache, as every statement of the writer: parsing and planning these
-    // on every commit group was a tenth of the writer's time.
-    let committed_pos = if changed_elsewhere {
-        match conn
-            .prepare_cached(HEAD_SQL)
-            .and_then(|mut s| s.query_row([], |r| r.get::<_, Pos>(0)))
-        {
-            Ok(pos) => pos.max(committed_pos),
-            Err(e) => {
-                batch.clear();
-                return (finishes, Err(db_error(e)));
-            }
-        }
-    } else {
-        committed_pos
-    };
+    let committed_pos = head.map_or(committed_pos, |pos| pos.max(committed_pos));
     let mut ctx = WriteCtx {
         conn,
         heads: &mut writer.heads,
@@ -666,13 +663,11 @@ fn commit_group(
         if job.guarded {
             // Only an append keeps `heads` true; any other job may move a seq or a membership.
             ctx.heads.forget();
-        }
-        if job.guarded
-            && let Err(e) = run_cached(ctx.conn, "SAVEPOINT job")
-        {
-            tracing::error!(error = %e, "savepoint");
-            drop(job);
-            continue;
+            if let Err(e) = run_cached(ctx.conn, "SAVEPOINT job") {
+                tracing::error!(error = %e, "savepoint");
+                drop(job);
+                continue;
+            }
         }
         let (outcome, finish) = (job.work)(&mut ctx);
         finishes.push(finish);
