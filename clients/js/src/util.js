@@ -32,11 +32,16 @@ export function wsUrl(server, token) {
   return `${base}/v1/ws?token=${encodeURIComponent(token)}`;
 }
 
-/** A fresh `client_msg_id`: 128 random bits as 32 hex digits. */
+/**
+ * A fresh `client_msg_id`, 32 hex digits: the time in milliseconds (12 digits), then 80 random
+ * bits. Ids that grow with time land next to the sender's previous ones in the server's dedupe
+ * index, which makes a send cheaper for the server than a wholly random id (protocol.md §9.3).
+ */
 export function newClientMsgId() {
-  const bytes = new Uint8Array(16);
+  const bytes = new Uint8Array(10);
   globalThis.crypto.getRandomValues(bytes);
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+  const time = (Date.now() % 2 ** 48).toString(16).padStart(12, '0');
+  return time + Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
 /** Milliseconds since the epoch. */

@@ -160,10 +160,14 @@ describe('addresses and ids', () => {
     assert.throws(() => httpBase('http://'));
   });
 
-  it('makes client message ids of 128 random bits', () => {
+  it('makes client message ids of the time and 80 random bits', () => {
+    const before = Date.now();
     const a = newClientMsgId();
+    const after = Date.now();
     assert.match(a, /^[0-9a-f]{32}$/);
     assert.notEqual(a, newClientMsgId());
+    const time = parseInt(a.slice(0, 12), 16);
+    assert.ok(time >= before && time <= after, `${time} not in [${before}, ${after}]`);
   });
 
   it('has a memory storage with the Web Storage API', () => {

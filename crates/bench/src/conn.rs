@@ -18,7 +18,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -317,6 +317,8 @@ pub struct Encoding {
     pub conversations: Vec<u64>,
     /// Bytes of each message's text.
     pub size: usize,
+    /// How sends choose their `client_msg_id`s.
+    pub ids: ClientMsgIds,
 }
 
 /// The source address of the `i`-th connection: 127.0.0.2, 127.0.0.3, … `per_source` each, so
@@ -662,6 +664,44 @@ struct Scratch {
     frame: Vec<u8>,
 }
 
+/// How the bench's sends choose their `client_msg_id`s.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientMsgIds {
+    /// As the SDKs make them (`newClientMsgId`, `new_client_msg_id`; protocol.md §9.3): the send
+    /// time in milliseconds (12 hex digits), then 80 bits that look random.
+    #[default]
+    Time,
+    /// 128 bits that look random, as a client that follows only the rule "unique per sender"
+    /// may send: each lands anywhere in the store's dedupe index.
+    Random,
+}
+
+/// The `client_msg_id` of message `k` on connection `conn_id`, intended at `intended_ns`: 32
+/// hex digits shaped as `ids` says. Unique per connection, as `client_msg_id` must be per
+/// sender: its last 16 digits are a bijection of `k`.
+fn client_msg_id(ids: ClientMsgIds, conn_id: u64, k: u64, intended_ns: u64) -> [u8; 32] {
+    /// splitmix64's finalizer: a bijection of u64 whose outputs look random.
+    fn mix(mut z: u64) -> u64 {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    let low = mix(k ^ mix(conn_id));
+    let random_high = mix(low ^ 0x9e37_79b9_7f4a_7c15);
+    let high = match ids {
+        ClientMsgIds::Time => ((intended_ns / 1_000_000) << 16) | (random_high & 0xffff),
+        ClientMsgIds::Random => random_high,
+    };
+    let mut id = [0u8; 32];
+    for (i, digit) in id.iter_mut().enumerate() {
+        let v = if i < 16 { high } else { low };
+        let nibble = (v >> (60 - 4 * (i % 16))) & 0xf;
+        *digit = b"0123456789abcdef"[nibble as usize];
+    }
+    id
+}
+
 /// Encode one item; returns true when the connection should stop writing after it.
 fn encode(
     proto: Proto,
@@ -696,8 +736,15 @@ fn encode(
                     let _ = write!(
                         scratch,
                         "{{\"id\":{k},\"type\":\"send\",\"conversation_id\":{conversation},\
-                         \"client_msg_id\":\"{k}\",\"content\":{{\"type\":\"text\",\"text\":\""
+                         \"client_msg_id\":\""
                     );
+                    scratch.extend_from_slice(&client_msg_id(
+                        encoding.ids,
+                        conn_id,
+                        k,
+                        intended_ns,
+                    ));
+                    scratch.extend_from_slice(b"\",\"content\":{\"type\":\"text\",\"text\":\"");
                     bench_text(scratch, intended_ns, k, encoding.size);
                     scratch.extend_from_slice(b"\"}}");
                     wire::encode_frame(buf, wire::OP_TEXT, scratch, rng);
@@ -705,7 +752,8 @@ fn encode(
                 Proto::NatterProtobuf => {
                     bench_text(scratch, intended_ns, k, encoding.size);
                     frame.clear();
-                    protobuf::encode_send(frame, k, conversation(channel), scratch);
+                    let id = client_msg_id(encoding.ids, conn_id, k, intended_ns);
+                    protobuf::encode_send(frame, k, conversation(channel), &id, scratch);
                     wire::encode_frame(buf, wire::OP_BINARY, frame, rng);
                 }
                 Proto::SocketIo => {
@@ -716,10 +764,12 @@ fn encode(
                 }
                 Proto::JetStreamDedupe | Proto::JetStreamDurable => {
                     bench_text(scratch, intended_ns, k, encoding.size);
-                    // The message id is unique per connection and message, as a Natter
-                    // client's `client_msg_id` is per sender.
+                    // The message id is the one a Natter send of the same message carries:
+                    // unique per connection and message, as `client_msg_id` is per sender.
                     frame.clear();
-                    let _ = write!(frame, "NATS/1.0\r\nNats-Msg-Id: {conn_id}.{k}\r\n\r\n");
+                    frame.extend_from_slice(b"NATS/1.0\r\nNats-Msg-Id: ");
+                    frame.extend_from_slice(&client_msg_id(encoding.ids, conn_id, k, intended_ns));
+                    frame.extend_from_slice(b"\r\n\r\n");
                     let _ = write!(
                         buf,
                         "HPUB bench.{channel} _INBOX.{conn_id}.{k} {} {}\r\n",
@@ -1175,6 +1225,7 @@ mod tests {
         let encoding = Encoding {
             conversations: vec![],
             size: 0,
+            ids: ClientMsgIds::Time,
         };
         let mut rng = Rng::new(5);
         for proto in [Proto::Natter, Proto::NatterProtobuf, Proto::SocketIo] {
@@ -1252,6 +1303,7 @@ mod tests {
         let encoding = Arc::new(Encoding {
             conversations: vec![],
             size: 0,
+            ids: ClientMsgIds::Time,
         });
         let conn = spawn(
             proto,
@@ -1327,6 +1379,7 @@ mod tests {
         let encoding = Encoding {
             conversations: vec![],
             size: 0,
+            ids: ClientMsgIds::Time,
         };
         let mut rng = Rng::new(2);
         for proto in [Proto::Natter, Proto::NatterProtobuf] {
@@ -1364,11 +1417,44 @@ mod tests {
         }
     }
 
+    /// The bench's client message ids are 32 lowercase hex digits, unique per connection. Time
+    /// ids (the SDKs' shape) grow with the send time and are in no order within a millisecond;
+    /// random ids are in no order at all, so that the dedupe index gets scattered keys.
+    #[test]
+    fn client_msg_ids_are_unique_and_shaped_as_asked() {
+        for ids in [ClientMsgIds::Time, ClientMsgIds::Random] {
+            let mut seen = std::collections::HashSet::new();
+            let (mut ascending, mut previous) = (0, client_msg_id(ids, 3, 0, 0));
+            for k in 0..100_000u64 {
+                // Ten messages a millisecond.
+                let id = client_msg_id(ids, 3, k, k * 100_000);
+                assert!(
+                    id.iter()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+                );
+                assert!(seen.insert(id), "id of {k} repeated");
+                ascending += usize::from(id > previous);
+                previous = id;
+            }
+            let wanted = match ids {
+                // Up every millisecond, and half the time within one.
+                ClientMsgIds::Time => 52_000..58_000,
+                ClientMsgIds::Random => 48_000..52_000,
+            };
+            assert!(wanted.contains(&ascending), "{ids:?}: {ascending} in order");
+            assert_ne!(client_msg_id(ids, 3, 5, 0), client_msg_id(ids, 4, 5, 0));
+        }
+        let id = client_msg_id(ClientMsgIds::Time, 3, 5, 0x0123_4567_89ab * 1_000_000);
+        assert_eq!(&id[..12], b"0123456789ab");
+    }
+
     #[test]
     fn sends_encode_for_every_protocol() {
+        let client_msg_id_of = |conn_id, k| client_msg_id(ClientMsgIds::Time, conn_id, k, 99);
         let encoding = Encoding {
             conversations: vec![11, 12],
             size: 32,
+            ids: ClientMsgIds::Time,
         };
         let mut rng = Rng::new(1);
         for proto in [
@@ -1405,6 +1491,7 @@ mod tests {
                 assert_eq!(frame.id, 7);
                 let natter_proto::Command::Send {
                     conversation_id,
+                    client_msg_id,
                     content,
                     ..
                 } = frame.command
@@ -1412,6 +1499,7 @@ mod tests {
                     panic!("not a send");
                 };
                 assert_eq!(conversation_id, 12);
+                assert_eq!(client_msg_id.as_bytes(), client_msg_id_of(4, 7));
                 assert!(content.text().unwrap().starts_with("nb 99 7 "));
             } else if proto == Proto::Natter || proto == Proto::SocketIo {
                 let mut rb = ReadBuf::new(buf);
@@ -1424,19 +1512,25 @@ mod tests {
                     let frame = natter_proto::ClientFrame::decode_json(&text).unwrap();
                     assert_eq!(frame.id, 7);
                     assert!(text.contains("\"conversation_id\":12"));
+                    let natter_proto::Command::Send { client_msg_id, .. } = frame.command else {
+                        panic!("not a send");
+                    };
+                    assert_eq!(client_msg_id.as_bytes(), client_msg_id_of(4, 7));
                 } else {
                     assert!(text.starts_with("427[\"send\",\"1\",\"nb 99 7 "));
                 }
             } else {
                 let text = String::from_utf8(buf).unwrap();
+                let id = String::from_utf8(client_msg_id_of(4, 7).to_vec()).unwrap();
                 let head = match proto {
-                    Proto::Nats => "PUB bench.1 32\r\n",
-                    Proto::JetStream => "PUB bench.1 _INBOX.4.7 32\r\n",
-                    _ => {
-                        "HPUB bench.1 _INBOX.4.7 30 62\r\nNATS/1.0\r\nNats-Msg-Id: 4.7\r\n\r\nnb 99 7 "
-                    }
+                    Proto::Nats => "PUB bench.1 32\r\n".to_string(),
+                    Proto::JetStream => "PUB bench.1 _INBOX.4.7 32\r\n".to_string(),
+                    // The headers are 59 bytes: 10 + 13 + the id's 32 + 2 + 2.
+                    _ => format!(
+                        "HPUB bench.1 _INBOX.4.7 59 91\r\nNATS/1.0\r\nNats-Msg-Id: {id}\r\n\r\nnb 99 7 "
+                    ),
                 };
-                assert!(text.starts_with(head), "{text}");
+                assert!(text.starts_with(&head), "{text}");
             }
         }
     }

@@ -20,7 +20,7 @@ use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::Common;
-use crate::conn::{self, Encoding, Endpoint, Ev, Handler, Out, Outbox, Proto};
+use crate::conn::{self, ClientMsgIds, Encoding, Endpoint, Ev, Handler, Out, Outbox, Proto};
 use crate::nodes::{Nodes, sum_known};
 use crate::procs;
 use crate::setup;
@@ -485,6 +485,7 @@ pub async fn worker(args: WorkerArgs) -> Result<(), String> {
     let encoding = Arc::new(Encoding {
         conversations: Vec::new(),
         size: 0,
+        ids: ClientMsgIds::Time,
     });
     let shared = Arc::new(WorkerShared::default());
     let started = Instant::now();

@@ -171,6 +171,10 @@ struct LoadArgs {
     /// Bytes of each message's text.
     #[arg(long, default_value_t = 64)]
     message_bytes: usize,
+    /// How sends choose their `client_msg_id` (also the `Nats-Msg-Id` of the JetStream peers
+    /// that check ids).
+    #[arg(long, value_enum, default_value_t = conn::ClientMsgIds::Time)]
+    client_msg_ids: conn::ClientMsgIds,
     /// Systems to load, in order, each started fresh on this machine.
     #[arg(long, value_delimiter = ',', default_value = "natter")]
     peer: Vec<Peer>,
@@ -886,6 +890,7 @@ async fn run_traffic(
         warmup: secs(load.warmup),
         drain: secs(load.drain),
         size: load.message_bytes.clamp(24, 16 * 1024),
+        ids: load.client_msg_ids,
         peers: peers.clone(),
         stop_at_saturation: !load.no_stop_at_saturation,
     };
@@ -910,6 +915,7 @@ async fn run_traffic(
         obj.insert("warmup_s".into(), json!(load.warmup));
         obj.insert("drain_s".into(), json!(load.drain));
         obj.insert("message_bytes".into(), json!(args.size));
+        obj.insert("client_msg_ids".into(), json!(args.ids));
         obj.insert(
             "peers".into(),
             json!(peers.iter().map(|p| p.name()).collect::<Vec<_>>()),

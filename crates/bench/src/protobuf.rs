@@ -300,11 +300,15 @@ fn len_field_size(len: usize) -> usize {
     1 + varint_len(len as u64) + len
 }
 
-/// `ClientFrame { id, send: Send { conversation_id, client_msg_id: "<id>", content: { text } } }`:
-/// the bench's message, the client message id being the request id in decimal as in JSON.
-pub fn encode_send(out: &mut Vec<u8>, id: u64, conversation_id: u64, text: &[u8]) {
-    let mut digits = [0u8; 20];
-    let client_msg_id = decimal(id, &mut digits);
+/// `ClientFrame { id, send: Send { conversation_id, client_msg_id, content: { text } } }`: the
+/// bench's message.
+pub fn encode_send(
+    out: &mut Vec<u8>,
+    id: u64,
+    conversation_id: u64,
+    client_msg_id: &[u8],
+    text: &[u8],
+) {
     let text_message = len_field_size(text.len());
     let content = len_field_size(text_message);
     let send = 1
@@ -335,18 +339,6 @@ pub fn encode_sync(out: &mut Vec<u8>, id: u64, cursor: u64, limit: u32) {
     put_len_head(out, 13, body);
     put_varint_field(out, 1, cursor);
     put_varint_field(out, 2, u64::from(limit));
-}
-
-fn decimal(mut v: u64, digits: &mut [u8; 20]) -> &[u8] {
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            return &digits[at..];
-        }
-    }
 }
 
 #[cfg(test)]
@@ -397,7 +389,14 @@ mod tests {
         let text = "nb 123456 42 xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
         for (id, conversation_id) in [(42, 12), (1, 0), (u64::MAX, 1 << 40)] {
             let mut bytes = Vec::new();
-            encode_send(&mut bytes, id, conversation_id, text.as_bytes());
+            let client_msg_id = format!("{id:x}");
+            encode_send(
+                &mut bytes,
+                id,
+                conversation_id,
+                client_msg_id.as_bytes(),
+                text.as_bytes(),
+            );
             let frame = ClientFrame::decode_proto(&bytes).unwrap();
             assert_eq!(frame.id, id);
             let Command::Send {
@@ -410,7 +409,7 @@ mod tests {
                 panic!("not a send: {:?}", frame.command);
             };
             assert_eq!(c, conversation_id);
-            assert_eq!(client_msg_id, id.to_string());
+            assert_eq!(client_msg_id, format!("{id:x}"));
             assert_eq!(content.text(), Some(text));
             assert_eq!(reply_to, None);
         }

@@ -21,7 +21,9 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use crate::Common;
-use crate::conn::{self, Conn, Encoding, Endpoint, Ev, Handler, Out, Outbox, PONG_ID, Proto};
+use crate::conn::{
+    self, ClientMsgIds, Conn, Encoding, Endpoint, Ev, Handler, Out, Outbox, PONG_ID, Proto,
+};
 use crate::nodes::{NodeFigures, Nodes, Usage};
 use crate::procs::{self, Server};
 use crate::setup::{self, Account};
@@ -90,6 +92,8 @@ pub struct TrafficArgs {
     pub warmup: Duration,
     pub drain: Duration,
     pub size: usize,
+    /// How sends choose their `client_msg_id`s.
+    pub ids: ClientMsgIds,
     pub peers: Vec<Proto>,
     /// Stop a sweep for a peer once a step is saturated.
     pub stop_at_saturation: bool,
@@ -525,6 +529,7 @@ async fn setup_rig(common: &Common, args: &TrafficArgs, proto: Proto) -> Result<
     let encoding = Arc::new(Encoding {
         conversations,
         size: args.size,
+        ids: args.ids,
     });
 
     let conns = connect_all(common, proto, &addrs, &tokens, &encoding, |_| {
@@ -665,6 +670,7 @@ async fn create_stream(endpoint: &Endpoint) -> Result<(), String> {
     let encoding = Arc::new(Encoding {
         conversations: Vec::new(),
         size: 0,
+        ids: ClientMsgIds::Time,
     });
     let conn = conn::open(
         endpoint,
