@@ -138,6 +138,9 @@ mod tests {
         assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
         assert_ne!(a, b);
         let time = u64::from_str_radix(&a[..12], 16).unwrap();
-        assert!((before..=after).contains(&time), "{time} not in {before}..={after}");
+        assert!(
+            (before..=after).contains(&time),
+            "{time} not in {before}..={after}"
+        );
     }
 }

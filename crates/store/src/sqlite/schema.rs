@@ -88,6 +88,15 @@ ALTER TABLE conversations DROP COLUMN message_pos;
 ALTER TABLE conversations DROP COLUMN last_pos;
 ALTER TABLE conversations DROP COLUMN last_activity_at_ms;
 "#,
+    // The dedupe index leads with the id, not the sender. Ids that grow with time (the SDKs',
+    // protocol.md §9.3) then all go to the index's last leaves, a few pages per commit group
+    // whoever sends them, where leading with the sender gave every sender a leaf of its own that
+    // each of their messages dirtied: 1.9 pages written per message (docs/benchmarks.md).
+    r#"
+DROP INDEX messages_by_client_id;
+CREATE UNIQUE INDEX messages_by_client_id ON messages (client_msg_id, sender_id)
+    WHERE client_msg_id IS NOT NULL;
+"#,
 ];
 
 /// Bring a database to the newest schema version.
@@ -158,5 +167,73 @@ INSERT INTO messages (pos, conversation_id, seq, sender_id, client_msg_id, conte
         let changed = super::super::reads::changed_since(&conn, 1, 4).unwrap();
         let ids: Vec<_> = changed.iter().map(|c| (c.id, c.message_pos)).collect();
         assert_eq!(ids, vec![(7, 5)]);
+    }
+
+    /// The dedupe index leads with the id (migration 5), a database written before keeps every
+    /// message and still refuses a second message under a sender's id, and the dedupe lookup is
+    /// one search of that index.
+    #[test]
+    fn the_dedupe_index_leads_with_the_id_and_keeps_refusing_duplicates() {
+        crate::sqlite::pcache::install();
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..4] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 4).unwrap();
+        conn.execute_batch(
+            r#"
+INSERT INTO messages (pos, conversation_id, seq, sender_id, client_msg_id, content, sent_at_ms)
+    VALUES (3, 7, 1, 1, '019af4c2d1e07c3f9a0b5e21d8f64a1c', '{"type":"text","text":"hi"}', 200),
+           (4, 7, 2, 2, '019af4c2d1e07c3f9a0b5e21d8f64a1c', '{"type":"text","text":"hi"}', 200),
+           (5, 7, 3, 1, NULL, '{"type":"system"}', 300),
+           (6, 7, 4, 1, NULL, '{"type":"system"}', 300);
+"#,
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+
+        let columns: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_index_info('messages_by_client_id') ORDER BY seqno")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(columns, ["client_msg_id", "sender_id"]);
+        let count: i64 = conn
+            .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, 4);
+        // The same id from another sender, and messages without an id, are not duplicates;
+        // the same id from the same sender is.
+        conn.execute(
+            "INSERT INTO messages (pos, conversation_id, seq, sender_id, client_msg_id, content, sent_at_ms)
+             VALUES (8, 7, 5, 3, '019af4c2d1e07c3f9a0b5e21d8f64a1c', '{}', 400)",
+            [],
+        )
+        .unwrap();
+        let again = conn.execute(
+            "INSERT INTO messages (pos, conversation_id, seq, sender_id, client_msg_id, content, sent_at_ms)
+             VALUES (9, 7, 6, 1, '019af4c2d1e07c3f9a0b5e21d8f64a1c', '{}', 400)",
+            [],
+        );
+        assert!(super::super::writes::is_unique_violation(
+            &again.unwrap_err()
+        ));
+
+        let plan: Vec<String> = conn
+            .prepare(&format!(
+                "EXPLAIN QUERY PLAN {}",
+                super::super::writes::SENT_BEFORE_SQL
+            ))
+            .unwrap()
+            .query_map(rusqlite::params![1, "x"], |r| r.get(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            plan,
+            ["SEARCH messages USING INDEX messages_by_client_id (client_msg_id=? AND sender_id=?)"]
+        );
     }
 }

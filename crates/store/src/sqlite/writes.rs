@@ -65,7 +65,7 @@ impl Heads {
     }
 }
 
-fn is_unique_violation(e: &rusqlite::Error) -> bool {
+pub(crate) fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(
         e,
         rusqlite::Error::SqliteFailure(f, _)
@@ -136,13 +136,15 @@ fn insert_message(ctx: &mut WriteCtx, message: &Message) -> rusqlite::Result<()>
     Ok(())
 }
 
+/// The dedupe lookup: one search of `messages_by_client_id` (a test holds it to that plan).
+pub(crate) const SENT_BEFORE_SQL: &str =
+    "SELECT conversation_id, seq, pos, sent_at_ms FROM messages
+     WHERE sender_id = ?1 AND client_msg_id = ?2";
+
 /// The ack of the message `sender` already sent under `client_msg_id`, if any (D3).
 fn sent_before(ctx: &WriteCtx, sender: UserId, client_msg_id: &str) -> Result<Option<Ack>> {
     ctx.conn
-        .prepare_cached(
-            "SELECT conversation_id, seq, pos, sent_at_ms FROM messages
-             WHERE sender_id = ?1 AND client_msg_id = ?2",
-        )
+        .prepare_cached(SENT_BEFORE_SQL)
         .and_then(|mut s| {
             s.query_row(params![sender, client_msg_id], |r| {
                 Ok(Ack {
