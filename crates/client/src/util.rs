@@ -80,7 +80,7 @@ pub fn new_client_msg_id() -> String {
 }
 
 /// Milliseconds since the Unix epoch (0 on a clock set before it).
-pub fn now_ms() -> u64 {
+fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

@@ -87,13 +87,7 @@ CREATE INDEX messages_by_pos ON messages (conversation_id, pos);
 CREATE UNIQUE INDEX messages_by_client_id ON messages (sender_id, client_msg_id)
     WHERE client_msg_id IS NOT NULL;
 "#,
-    // The dedupe index leads with the id, as in SQLite (its migration 5 says why): ids that grow
-    // with time go to the index's last pages, not to one page per sender.
-    r#"
-DROP INDEX messages_by_client_id;
-CREATE UNIQUE INDEX messages_by_client_id ON messages (client_msg_id, sender_id)
-    WHERE client_msg_id IS NOT NULL;
-"#,
+    crate::DEDUPE_INDEX_LEADS_WITH_THE_ID,
 ];
 
 /// The schema version this build brings a database to.

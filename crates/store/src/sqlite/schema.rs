@@ -88,15 +88,7 @@ ALTER TABLE conversations DROP COLUMN message_pos;
 ALTER TABLE conversations DROP COLUMN last_pos;
 ALTER TABLE conversations DROP COLUMN last_activity_at_ms;
 "#,
-    // The dedupe index leads with the id, not the sender. Ids that grow with time (the SDKs',
-    // protocol.md §9.3) then all go to the index's last leaves, a few pages per commit group
-    // whoever sends them, where leading with the sender gave every sender a leaf of its own that
-    // each of their messages dirtied: 1.9 pages written per message (docs/benchmarks.md).
-    r#"
-DROP INDEX messages_by_client_id;
-CREATE UNIQUE INDEX messages_by_client_id ON messages (client_msg_id, sender_id)
-    WHERE client_msg_id IS NOT NULL;
-"#,
+    crate::DEDUPE_INDEX_LEADS_WITH_THE_ID,
 ];
 
 /// Bring a database to the newest schema version.
@@ -115,17 +107,24 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
 mod tests {
     use super::*;
 
+    /// An in-memory database brought to schema `version` by the migrations before it, as an
+    /// older build left it.
+    fn database_at(version: usize) -> Connection {
+        // Whichever test touches SQLite first installs the page cache layer, as the store does.
+        crate::sqlite::pcache::install();
+        let conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..version] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", version).unwrap();
+        conn
+    }
+
     /// A database written before migration 3 keeps what its conversations' rows said: the last
     /// seq, position and activity time now come from the newest message.
     #[test]
     fn a_conversation_written_before_migration_3_reads_the_same_after_it() {
-        // Whichever test touches SQLite first installs the page cache layer, as the store does.
-        crate::sqlite::pcache::install();
-        let mut conn = Connection::open_in_memory().unwrap();
-        for sql in &MIGRATIONS[..2] {
-            conn.execute_batch(sql).unwrap();
-        }
-        conn.pragma_update(None, "user_version", 2).unwrap();
+        let mut conn = database_at(2);
         conn.execute_batch(
             r#"
 INSERT INTO users (id, username, display_name, password_hash, created_at_ms)
@@ -174,12 +173,7 @@ INSERT INTO messages (pos, conversation_id, seq, sender_id, client_msg_id, conte
     /// one search of that index.
     #[test]
     fn the_dedupe_index_leads_with_the_id_and_keeps_refusing_duplicates() {
-        crate::sqlite::pcache::install();
-        let mut conn = Connection::open_in_memory().unwrap();
-        for sql in &MIGRATIONS[..4] {
-            conn.execute_batch(sql).unwrap();
-        }
-        conn.pragma_update(None, "user_version", 4).unwrap();
+        let mut conn = database_at(4);
         conn.execute_batch(
             r#"
 INSERT INTO messages (pos, conversation_id, seq, sender_id, client_msg_id, content, sent_at_ms)

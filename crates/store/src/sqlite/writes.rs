@@ -184,9 +184,9 @@ fn member_head(ctx: &WriteCtx, id: ConversationId, sender: UserId) -> Result<Opt
 /// Three statements on the way of a new message, and none of them writes before every reason
 /// to refuse is known (the job runs without a savepoint): one read of the sender's membership
 /// and the conversation's last seq (the last entry of its seq index, which the insert writes
-/// next to; skipped when the writer's `Heads` remember both), the insert — whose unique index on (sender, client message id) is the dedupe
-/// check, so a resend costs a failed insert and a lookup instead of every send paying the
-/// lookup — then the sender's read marker. The conversation's row is not written: its last
+/// next to; skipped when the writer's `Heads` remember both), the insert — whose unique index on
+/// (client message id, sender) is the dedupe check, so a resend costs a failed insert and a
+/// lookup instead of every send paying the lookup — then the sender's read marker. The conversation's row is not written: its last
 /// message is read from the messages table wherever it is needed (`reads::newest_message`).
 pub fn append(ctx: &mut WriteCtx, new: NewMessage) -> Result<Ack> {
     let (id, sender) = (new.conversation_id, new.sender_id);
