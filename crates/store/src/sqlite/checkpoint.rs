@@ -37,7 +37,7 @@ const BACKGROUND_AT: u64 = 1_000;
 /// for its two fsyncs (5–20 ms, the disk's flush, however few frames are left), so how often
 /// it comes is what counts: against 64 MiB, 256 MiB took the recv p99 of `natter-bench direct`
 /// from 1.6–1.8 to 1.1–1.4 ms at 5,000 messages/s and from 3.1–5.6 to 2.3–2.5 ms at 10,000/s,
-/// with the same top rate (docs/benchmarks.md). Longer still would gain less and less (at
+/// with the same top rate (docs/benchmarks-history.md). Longer still would gain less and less (at
 /// 5,000/s the stall already comes only every ~10 s) for a larger file on disk: the log file is
 /// kept at twice this length (`wal_bytes_kept`).
 pub(crate) const WRITER_FINISHES_AT: u64 = 262_144;

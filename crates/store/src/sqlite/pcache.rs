@@ -8,7 +8,7 @@
 //! 1 KiB pages) — and the cache then remembers that number although no page keeps it: the commit
 //! that follows scans all ~7,000 pages of the writer's cache, chasing a pointer per page (some
 //! 100 µs, on the commit path, about one commit in forty under load: 2.2% of the node's CPU at
-//! 30,000 messages/s on `natter-bench direct`, docs/benchmarks.md).
+//! 30,000 messages/s on `natter-bench direct`, docs/benchmarks-history.md).
 //!
 //! This layer keeps its own bound: no page it holds has a number above `max_key`, except the
 //! temporary one, whose presence it tracks. A truncation that cannot drop anything is skipped;

@@ -13,9 +13,9 @@ const BACKGROUND_NICE: libc::c_int = 10;
 /// waiting. At a fair share it fell behind once the CPUs were busy: two tokio workers, the load
 /// generator's threads and the writer on two cores, the writer needing half a core at 40,000
 /// msgs/s and getting less, so its queue grew until the commit groups were large enough.
-/// Median recv p99 of alternating runs (docs/benchmarks.md): 198 ms at nice 0 against 109 at -10
-/// at 40,000 msgs/s (ten runs each), 656 against 140 ms at 50,000 (seven); 1.77–2.10 against
-/// 1.42–1.48 ms at 5,000, within the noise at 30,000. A higher weight cannot starve the
+/// Median recv p99 of alternating runs (docs/benchmarks-history.md): 198 ms at nice 0 against
+/// 109 at -10 at 40,000 msgs/s (ten runs each), 656 against 140 ms at 50,000 (seven);
+/// 1.77–2.10 against 1.42–1.48 ms at 5,000, within the noise at 30,000. A higher weight cannot starve the
 /// workers: the writer has work only while they hand it sends.
 #[cfg(target_os = "linux")]
 pub(crate) fn writer() {
@@ -36,8 +36,8 @@ pub(crate) fn writer() {
 /// log nears the writer's limit, and past twice that the writer checkpoints without it; run
 /// beside the threads that serve sends, it was a visible part of their tail at low rates (recv
 /// p99 at 2,000 msgs/s 0.96 and 0.93 ms at nice 10, 0.62 and 0.54 as `SCHED_IDLE`:
-/// docs/benchmarks.md). Lowering one's own class needs no privilege; should it fail anyway,
-/// nice `BACKGROUND_NICE`.
+/// docs/benchmarks-history.md). Lowering one's own class needs no privilege; should it fail
+/// anyway, nice `BACKGROUND_NICE`.
 #[cfg(target_os = "linux")]
 pub(crate) fn background() {
     let idle = libc::sched_param { sched_priority: 0 };

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# System calls and context switches per message of a Natter node in `direct`.
+#
+#   bench/tools/syscalls.sh [DIR] [RATE]      (defaults: target/release, 20000)
+#
+# Starts DIR/natter on a fresh data directory (127.0.0.1:18080), runs DIR/natter-bench `direct`
+# with 100 pairs at RATE messages/s for 22 s (ENCODING: proto by default), and counts the node's
+# system calls by name (`perf stat` on the syscalls:sys_enter_* tracepoints) and its context
+# switches over 10 s of the steady state. Needs `perf` (Debian: linux-perf) and root.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DIR=${1:-target/release}
+RATE=${2:-20000}
+ENCODING=${ENCODING:-proto}
+data=$(mktemp -d /var/tmp/natter-syscalls.XXXXXX)
+NATTER_LOG=warn "$DIR/natter" serve --listen 127.0.0.1:18080 --data-dir "$data" \
+    --sends-per-second 1000000 --login-attempts-per-minute 1000000 \
+    --connections-per-user-max 16 >"$data/natter.log" 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$data"' EXIT
+sleep 1
+(sleep 8; perf stat -e 'syscalls:sys_enter_*' -e context-switches -p "$pid" -o "$data/stat" \
+    -- sleep 10 >/dev/null 2>&1) &
+window=$!
+timeout 120 "$DIR/natter-bench" direct --pairs 100 --rate "$RATE" --duration 22 --warmup 2 \
+    --encoding "$ENCODING" --url http://127.0.0.1:18080 --pid "$pid" 2>/dev/null | grep -E '^natter'
+wait "$window"
+awk -v r="$RATE" '$1 ~ /^[0-9,]+$/ { gsub(",", "", $1); if ($1 > 0)
+    printf "%-36s %9d  %6.3f per message\n", $2, $1, $1 / (r * 10) }' "$data/stat" | sort -k2 -nr | head -12
