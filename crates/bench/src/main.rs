@@ -181,6 +181,11 @@ struct LoadArgs {
     /// Keep sweeping a peer past a step that it did not sustain.
     #[arg(long)]
     no_stop_at_saturation: bool,
+    /// Start every peer first, then run each rate for every peer in turn, so that the steps
+    /// compared at one rate run within a minute of each other (a fairer comparison on a VM whose
+    /// speed drifts); by default each peer runs its whole sweep before the next starts.
+    #[arg(long)]
+    interleave: bool,
 }
 
 #[derive(Subcommand)]
@@ -893,6 +898,7 @@ async fn run_traffic(
         ids: load.client_msg_ids,
         peers: peers.clone(),
         stop_at_saturation: !load.no_stop_at_saturation,
+        interleave: load.interleave,
     };
     let steps = traffic::run(common, &args).await?;
     let name = shape.name();
@@ -916,6 +922,7 @@ async fn run_traffic(
         obj.insert("drain_s".into(), json!(load.drain));
         obj.insert("message_bytes".into(), json!(args.size));
         obj.insert("client_msg_ids".into(), json!(args.ids));
+        obj.insert("interleave".into(), json!(args.interleave));
         obj.insert(
             "peers".into(),
             json!(peers.iter().map(|p| p.name()).collect::<Vec<_>>()),

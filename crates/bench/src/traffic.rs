@@ -97,6 +97,8 @@ pub struct TrafficArgs {
     pub peers: Vec<Proto>,
     /// Stop a sweep for a peer once a step is saturated.
     pub stop_at_saturation: bool,
+    /// Start every peer first, then run each rate for every peer in turn (`run_interleaved`).
+    pub interleave: bool,
 }
 
 /// What one step (one peer, one offered rate) measured.
@@ -393,34 +395,18 @@ impl Rig {
     }
 }
 
-/// Run `direct` or `fanout` for every peer and rate; returns every step's result.
+/// Run `direct` or `fanout` for every peer and rate; returns every step's result, grouped by
+/// peer in the order asked for.
 pub async fn run(common: &Common, args: &TrafficArgs) -> Result<Vec<StepResult>, String> {
+    if args.interleave {
+        return run_interleaved(common, args).await;
+    }
     let mut results = Vec::new();
     for proto in &args.peers {
-        note(format!(
-            "{} against {}: {} connections",
-            args.shape.name(),
-            proto.name(),
-            args.shape.connections()
-        ));
-        let mut rig = match setup_rig(common, args, *proto).await {
-            Ok(rig) => rig,
-            Err(e) => {
-                note(format!("{}: setup failed: {e}", proto.name()));
-                return Err(format!("{}: {e}", proto.name()));
-            }
-        };
+        let mut rig = start_rig(common, args, *proto).await?;
         for (i, rate) in args.rates.iter().enumerate() {
             if i > 0 {
-                let shared = &rig.shared;
-                let waited = settle(|| shared.bytes.get(), QUIET, SETTLE_MAX).await;
-                if waited > Duration::from_secs(1) {
-                    note(format!(
-                        "{}: waited {:.1} s for the traffic of the step before to stop",
-                        proto.name(),
-                        waited.as_secs_f64()
-                    ));
-                }
+                settle_rig(&rig).await;
             }
             let result = run_step(&mut rig, args, *rate).await;
             print_step_line(&result);
@@ -434,18 +420,132 @@ pub async fn run(common: &Common, args: &TrafficArgs) -> Result<Vec<StepResult>,
                 break;
             }
         }
-        for conn in &rig.conns {
-            conn.abort();
-        }
-        rig.conns.clear();
-        if let Some(mut server) = rig.server.take() {
-            server.stop(Duration::from_secs(5));
-        }
-        if let Some(mut nodes) = rig.nodes.take() {
-            nodes.stop();
-        }
+        stop_rig(&mut rig);
     }
     Ok(results)
+}
+
+/// Every peer started first, then each rate run for every peer in turn. The steps compared at
+/// one rate then run within a minute of each other instead of many minutes apart, so that a VM
+/// whose speed drifts (a host taking its share now and then) favours none of them; the price is
+/// that every peer holds its connections (idle) while the others are measured.
+async fn run_interleaved(common: &Common, args: &TrafficArgs) -> Result<Vec<StepResult>, String> {
+    let mut rigs = Vec::new();
+    for proto in &args.peers {
+        match start_rig(common, args, *proto).await {
+            Ok(rig) => rigs.push(rig),
+            Err(e) => {
+                rigs.iter_mut().for_each(stop_rig);
+                return Err(e);
+            }
+        }
+    }
+    let mut results: Vec<Vec<StepResult>> = rigs.iter().map(|_| Vec::new()).collect();
+    let mut turns = Turns::new(rigs.len(), args.rates.len());
+    while let Some((peer, step)) = turns.next() {
+        let (rig, rate) = (&mut rigs[peer], args.rates[step]);
+        let result = run_step(rig, args, rate).await;
+        print_step_line(&result);
+        let saturated = !result.sustained;
+        results[peer].push(result);
+        // The next step is another peer's: this one's backlog must not run beside it.
+        settle_rig(rig).await;
+        if saturated && args.stop_at_saturation && args.rates.len() > 1 {
+            note(format!(
+                "{}: saturated at {rate}/s; skipping higher rates",
+                rig.proto.name()
+            ));
+            turns.drop_peer(peer);
+            stop_rig(rig);
+        }
+    }
+    rigs.iter_mut().for_each(stop_rig);
+    Ok(results.into_iter().flatten().collect())
+}
+
+/// The order of an interleaved sweep: the first rate for every peer, then the second, and so
+/// on, leaving out the peers dropped on the way (saturated).
+struct Turns {
+    sweeping: Vec<bool>,
+    steps: usize,
+    /// The next turn to consider: (rate index, peer index).
+    at: (usize, usize),
+}
+
+impl Turns {
+    fn new(peers: usize, steps: usize) -> Turns {
+        Turns {
+            sweeping: vec![true; peers],
+            steps,
+            at: (0, 0),
+        }
+    }
+
+    fn drop_peer(&mut self, peer: usize) {
+        if let Some(sweeping) = self.sweeping.get_mut(peer) {
+            *sweeping = false;
+        }
+    }
+}
+
+impl Iterator for Turns {
+    type Item = (usize, usize);
+
+    /// The next (peer, step) to run, or None once every rate has been run or every peer dropped.
+    fn next(&mut self) -> Option<(usize, usize)> {
+        while self.at.0 < self.steps {
+            let (step, peer) = self.at;
+            self.at = if peer + 1 < self.sweeping.len() {
+                (step, peer + 1)
+            } else {
+                (step + 1, 0)
+            };
+            if self.sweeping.get(peer) == Some(&true) {
+                return Some((peer, step));
+            }
+        }
+        None
+    }
+}
+
+async fn start_rig(common: &Common, args: &TrafficArgs, proto: Proto) -> Result<Rig, String> {
+    note(format!(
+        "{} against {}: {} connections",
+        args.shape.name(),
+        proto.name(),
+        args.shape.connections()
+    ));
+    setup_rig(common, args, proto).await.map_err(|e| {
+        note(format!("{}: setup failed: {e}", proto.name()));
+        format!("{}: {e}", proto.name())
+    })
+}
+
+/// Wait until the rig's traffic from the step before has stopped (`settle`).
+async fn settle_rig(rig: &Rig) {
+    let shared = &rig.shared;
+    let waited = settle(|| shared.bytes.get(), QUIET, SETTLE_MAX).await;
+    if waited > Duration::from_secs(1) {
+        note(format!(
+            "{}: waited {:.1} s for the traffic of the step before to stop",
+            rig.proto.name(),
+            waited.as_secs_f64()
+        ));
+    }
+}
+
+/// Close the rig's connections and stop what serves it; a second call does nothing.
+fn stop_rig(rig: &mut Rig) {
+    for conn in &rig.conns {
+        conn.abort();
+    }
+    rig.conns.clear();
+    if let Some(mut server) = rig.server.take() {
+        server.stop(Duration::from_secs(5));
+    }
+    if let Some(mut nodes) = rig.nodes.take() {
+        nodes.stop();
+    }
 }
 
 /// How long nothing must arrive before a step starts.
@@ -1258,6 +1358,26 @@ mod tests {
             handover_span_ns(end + 2_000_000_000, start, end, 1e6),
             12_000_001_000
         );
+    }
+
+    #[test]
+    fn an_interleaved_sweep_runs_each_rate_for_every_peer_and_skips_the_dropped() {
+        let mut turns = Turns::new(3, 3);
+        let mut order = Vec::new();
+        while let Some((peer, step)) = turns.next() {
+            order.push((peer, step));
+            // Peer 1 saturates at the first rate, peer 2 at the second.
+            if (peer, step) == (1, 0) || (peer, step) == (2, 1) {
+                turns.drop_peer(peer);
+            }
+        }
+        assert_eq!(order, vec![(0, 0), (1, 0), (2, 0), (0, 1), (2, 1), (0, 2)]);
+        let mut none = Turns::new(2, 0);
+        assert_eq!(none.next(), None);
+        let mut all_dropped = Turns::new(2, 5);
+        all_dropped.drop_peer(0);
+        all_dropped.drop_peer(1);
+        assert_eq!(all_dropped.next(), None);
     }
 
     #[test]
