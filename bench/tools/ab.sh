@@ -11,17 +11,16 @@
 # from /proc/PID/stat over 12 s of the steady state. Prints µs of server CPU per message and the
 # bench's row (its p99s). Alternating builds keeps a drifting VM from favouring one of them.
 set -euo pipefail
+# shellcheck source=bench/tools/node.sh
+. "$(dirname "$0")/node.sh"
 RATE=$1; ROUNDS=$2; shift 2
 ENCODING=${ENCODING:-proto}
 TICKS=$(getconf CLK_TCK)
 for round in $(seq 1 "$ROUNDS"); do
     for dir in "$@"; do
         data=$(mktemp -d /var/tmp/natter-ab.XXXXXX)
-        NATTER_LOG=warn "$dir/natter" serve --listen 127.0.0.1:18080 --data-dir "$data" \
-            --sends-per-second 1000000 --login-attempts-per-minute 1000000 \
-            --connections-per-user-max 16 >"$data/natter.log" 2>&1 &
-        pid=$!
-        sleep 1
+        start_node "$dir/natter" "$data"
+        pid=$NODE_PID
         cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
         (sleep 7; a=$(cpu); sleep 12; b=$(cpu); echo $((b - a)) >"$data/ticks") &
         window=$!
@@ -33,7 +32,6 @@ for round in $(seq 1 "$ROUNDS"); do
         us=$(awk -v t="$(cat "$data/ticks")" -v hz="$TICKS" -v r="$RATE" \
             'BEGIN {printf "%.2f", t / hz * 1e6 / (r * 12)}')
         echo "$(basename "$dir") round $round: server cpu $us us/msg | $row"
-        kill "$pid"; wait "$pid" 2>/dev/null || true
-        rm -rf "$data"
+        stop_node
     done
 done

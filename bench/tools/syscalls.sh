@@ -12,13 +12,11 @@ cd "$(dirname "$0")/../.."
 DIR=${1:-target/release}
 RATE=${2:-20000}
 ENCODING=${ENCODING:-proto}
+# shellcheck source=bench/tools/node.sh
+. bench/tools/node.sh
 data=$(mktemp -d /var/tmp/natter-syscalls.XXXXXX)
-NATTER_LOG=warn "$DIR/natter" serve --listen 127.0.0.1:18080 --data-dir "$data" \
-    --sends-per-second 1000000 --login-attempts-per-minute 1000000 \
-    --connections-per-user-max 16 >"$data/natter.log" 2>&1 &
-pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$data"' EXIT
-sleep 1
+start_node "$DIR/natter" "$data"
+pid=$NODE_PID
 (sleep 8; perf stat -e 'syscalls:sys_enter_*' -e context-switches -p "$pid" -o "$data/stat" \
     -- sleep 10 >/dev/null 2>&1) &
 window=$!

@@ -12,13 +12,11 @@ cd "$(dirname "$0")/../.."
 BIN=${1:-target/release/natter}
 RATE=${2:-10000}
 BENCH=${BENCH:-$(dirname "$BIN")/natter-bench}
+# shellcheck source=bench/tools/node.sh
+. bench/tools/node.sh
 DIR=$(mktemp -d /var/tmp/natter-thread-cpu.XXXXXX)
-NATTER_LOG=${NATTER_LOG:-warn} "$BIN" serve --listen 127.0.0.1:18080 --data-dir "$DIR" \
-    --sends-per-second 1000000 --login-attempts-per-minute 1000000 --connections-per-user-max 16 \
-    >"$DIR/natter.log" 2>&1 &
-PID=$!
-trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$DIR"' EXIT
-sleep 1
+start_node "$BIN" "$DIR"
+PID=$NODE_PID
 TICKS=$(getconf CLK_TCK)
 snap() {
     for t in /proc/$PID/task/*; do

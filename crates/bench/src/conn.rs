@@ -311,7 +311,9 @@ fn parse_u64(bytes: &[u8]) -> Option<u64> {
     Some(n)
 }
 
-/// How a connection encodes benchmark sends.
+/// How a connection encodes benchmark sends (the default: no conversations, empty texts, ids
+/// shaped as the SDKs make them).
+#[derive(Default)]
 pub struct Encoding {
     /// Channel index → Natter conversation id (unused by peers: rooms and subjects are indexes).
     pub conversations: Vec<u64>,
@@ -1222,11 +1224,7 @@ mod tests {
         impl Handler for Ignore {
             fn on(&mut self, _: Ev<'_>, _: &Outbox) {}
         }
-        let encoding = Encoding {
-            conversations: vec![],
-            size: 0,
-            ids: ClientMsgIds::Time,
-        };
+        let encoding = Encoding::default();
         let mut rng = Rng::new(5);
         for proto in [Proto::Natter, Proto::NatterProtobuf, Proto::SocketIo] {
             for (code, payload_len) in [(4008u16, 2u8), (1005, 0)] {
@@ -1300,11 +1298,7 @@ mod tests {
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
         let (rd, wr) = client.into_split();
-        let encoding = Arc::new(Encoding {
-            conversations: vec![],
-            size: 0,
-            ids: ClientMsgIds::Time,
-        });
+        let encoding = Arc::new(Encoding::default());
         let conn = spawn(
             proto,
             rd,
@@ -1376,11 +1370,7 @@ mod tests {
 
     #[test]
     fn pings_and_syncs_encode_in_both_natter_encodings() {
-        let encoding = Encoding {
-            conversations: vec![],
-            size: 0,
-            ids: ClientMsgIds::Time,
-        };
+        let encoding = Encoding::default();
         let mut rng = Rng::new(2);
         for proto in [Proto::Natter, Proto::NatterProtobuf] {
             for (item, want) in [

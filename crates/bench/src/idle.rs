@@ -20,7 +20,7 @@ use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::Common;
-use crate::conn::{self, ClientMsgIds, Encoding, Endpoint, Ev, Handler, Out, Outbox, Proto};
+use crate::conn::{self, Encoding, Endpoint, Ev, Handler, Out, Outbox, Proto};
 use crate::nodes::{Nodes, sum_known};
 use crate::procs;
 use crate::setup;
@@ -482,11 +482,7 @@ pub async fn worker(args: WorkerArgs) -> Result<(), String> {
     }
     let text = std::fs::read_to_string(&args.tokens).map_err(|e| e.to_string())?;
     let tokens: Vec<&str> = text.lines().collect();
-    let encoding = Arc::new(Encoding {
-        conversations: Vec::new(),
-        size: 0,
-        ids: ClientMsgIds::Time,
-    });
+    let encoding = Arc::new(Encoding::default());
     let shared = Arc::new(WorkerShared::default());
     let started = Instant::now();
     let permits = Arc::new(tokio::sync::Semaphore::new(args.connect_concurrency.max(1)));

@@ -23,7 +23,7 @@ use serde::Serialize;
 use std::net::SocketAddr;
 
 use crate::Common;
-use crate::conn::{self, ClientMsgIds, Conn, Encoding, Endpoint, Ev, Handler, Out, Outbox, Proto};
+use crate::conn::{self, Conn, Encoding, Endpoint, Ev, Handler, Out, Outbox, Proto};
 use crate::nodes::{Nodes, sum_known};
 use crate::setup::{self, Account};
 use crate::stats::{
@@ -109,7 +109,7 @@ impl Writer {
         let encoding = Arc::new(Encoding {
             conversations,
             size: 64,
-            ids: ClientMsgIds::Time,
+            ..Default::default()
         });
         let tokens = vec![account.token.clone(); connections];
         let conns = connect_all(common, proto, addrs, &tokens, &encoding, |_| {
@@ -439,7 +439,7 @@ pub async fn reconnect(common: &Common, args: &ReconnectArgs) -> Result<Reconnec
     let encoding = Arc::new(Encoding {
         conversations: conversations.clone(),
         size: 64,
-        ids: ClientMsgIds::Time,
+        ..Default::default()
     });
     let make = |c: usize| {
         Box::new(ClientHandler {
@@ -742,7 +742,7 @@ pub async fn sync(common: &Common, args: &SyncArgs) -> Result<SyncResult, String
     let encoding = Arc::new(Encoding {
         conversations: conversations.clone(),
         size: 64,
-        ids: ClientMsgIds::Time,
+        ..Default::default()
     });
 
     // The reader's cursor before the messages: sync from 0 to the end once.

@@ -767,11 +767,7 @@ async fn create_stream(endpoint: &Endpoint) -> Result<(), String> {
         }
     }
     let slot = Arc::new(std::sync::Mutex::new(None));
-    let encoding = Arc::new(Encoding {
-        conversations: Vec::new(),
-        size: 0,
-        ids: ClientMsgIds::Time,
-    });
+    let encoding = Arc::new(Encoding::default());
     let conn = conn::open(
         endpoint,
         None,
