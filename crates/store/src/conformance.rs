@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use natter_core::store::{CommitBatch, ConversationStore, MessageStore, NewMessage};
+use natter_core::store::{CommitBatch, ConversationStore, MessageStore, NewMessage, SyncRequest};
 use natter_core::{Event, Store};
 use natter_proto::{Content, ConversationKind, ErrorCode, Role, UserId};
 
@@ -66,6 +66,7 @@ where
     markers_move_forward_only_and_count_unread(&*fresh().await).await;
     history_pages_both_ways(&*fresh().await).await;
     changes_since_a_cursor_are_found(&*fresh().await).await;
+    sync_pages_large_and_small_hold_each_message_once(&*fresh().await).await;
     position_ranges_find_exactly_the_messages_between(&*fresh().await).await;
     commits_reach_the_listener_in_order(&*fresh().await).await;
     concurrent_sends_get_distinct_consecutive_seqs(fresh().await).await;
@@ -441,6 +442,65 @@ pub async fn changes_since_a_cursor_are_found(store: &dyn Store) {
             .unwrap()
             .is_empty()
     );
+}
+
+/// A sync page holds every message after its cursor once, in position order, whatever its size:
+/// a store may read a small page and a large one differently (SQLite reads a small one on the
+/// calling thread), and a catch-up in pages of a few items must add up to the one large page.
+pub async fn sync_pages_large_and_small_hold_each_message_once(store: &dyn Store) {
+    let Trio {
+        alice,
+        bob,
+        carol,
+        ab,
+        ac,
+    } = trio(store).await;
+    let mut sent: Vec<(u64, u64, u64)> = Vec::new();
+    for i in 0..100u64 {
+        let (id, sender) = if i % 10 == 0 { (ac, carol) } else { (ab, bob) };
+        let ack = store
+            .append(new_message(id, sender, &format!("p{i}")))
+            .await
+            .unwrap();
+        sent.push((id, ack.seq, ack.pos));
+    }
+    let head = store.head().await.unwrap();
+    for start in [0, sent[50].2, sent[95].2, head] {
+        for limit in [500, 7] {
+            let (mut cursor, mut pages, mut found) = (start, 0, Vec::new());
+            loop {
+                let page = store
+                    .sync_page(SyncRequest {
+                        user: alice,
+                        cursor,
+                        head,
+                        limit,
+                        bytes_max: 1 << 20,
+                    })
+                    .await
+                    .unwrap();
+                assert!(page.messages.len() <= limit as usize);
+                assert!(page.cursor >= cursor, "a page's cursor never goes back");
+                found.extend(
+                    page.messages
+                        .iter()
+                        .map(|m| (m.conversation_id, m.seq, m.pos)),
+                );
+                cursor = page.cursor;
+                pages += 1;
+                if !page.more {
+                    break;
+                }
+                assert!(pages < 100, "pages from {start} by {limit} never end");
+            }
+            let expected: Vec<_> = sent.iter().filter(|m| m.2 > start).copied().collect();
+            assert_eq!(found, expected, "from {start} in pages of {limit}");
+            assert_eq!(cursor, head, "from {start} in pages of {limit}");
+            if limit == 500 {
+                assert_eq!(pages, 1, "from {start}: one page holds it all");
+            }
+        }
+    }
 }
 
 pub async fn commits_reach_the_listener_in_order(store: &dyn Store) {

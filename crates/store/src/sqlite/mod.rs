@@ -201,7 +201,7 @@ type ReaderPool = Mutex<Vec<Connection>>;
 /// connection of the pool for the rest of the process ("reader pool empty" once all were lost).
 /// The permit is released only after that (fields drop after `drop`): a read whose caller gave up
 /// holds its place until its closure ends, so no read is let in to find the pool empty.
-struct Lent {
+pub(crate) struct Lent {
     conn: Option<Connection>,
     pool: Arc<ReaderPool>,
     _permit: OwnedSemaphorePermit,
@@ -217,7 +217,7 @@ impl Lent {
         })
     }
 
-    fn conn(&self) -> &Connection {
+    pub(crate) fn conn(&self) -> &Connection {
         // Set from `take` until `drop`.
         self.conn.as_ref().unwrap_or_else(|| unreachable!())
     }
@@ -455,12 +455,16 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        if let Ok(permit) = self.reader_permits.clone().try_acquire_owned()
-            && let Some(lent) = Lent::take(&self.readers, permit)
-        {
+        if let Some(lent) = self.lend_now() {
             return f(lent.conn());
         }
         self.read(f).await
+    }
+
+    /// A reader connection for this thread, if one is free right now.
+    pub(crate) fn lend_now(&self) -> Option<Lent> {
+        let permit = self.reader_permits.clone().try_acquire_owned().ok()?;
+        Lent::take(&self.readers, permit)
     }
 
     /// Times the log has started over since the store opened.

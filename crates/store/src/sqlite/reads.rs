@@ -1,10 +1,10 @@
 //! Queries, shared by the reader pool and by write jobs (which read inside their transaction).
 
-use natter_core::store::{ChangedConversation, Membership, UserRecord};
+use natter_core::store::{ChangedConversation, Membership, SyncRequest, UserRecord};
 use natter_core::{Error, Result, rules};
 use natter_proto::{
     Content, Conversation, ConversationId, ConversationKind, Device, HistoryPage, Member, Message,
-    Pos, Role, Seq, User, UserId,
+    Pos, Role, Seq, SyncPage, User, UserId,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -400,8 +400,8 @@ pub fn changed_since(
     .map_err(db_error)
 }
 
-/// `messages_in_pos_range` for each conversation asked, in the order asked: what a sync page
-/// reads (`Store::messages_in_pos_ranges`, `Store::sync_page`).
+/// `messages_in_pos_range` for each conversation asked, in the order asked
+/// (`Store::messages_in_pos_ranges`).
 pub fn messages_in_pos_ranges(
     conn: &Connection,
     conversations: Vec<(ConversationId, Option<Seq>)>,
@@ -413,6 +413,85 @@ pub fn messages_in_pos_ranges(
         .into_iter()
         .map(|(id, max_seq)| messages_in_pos_range(conn, id, after, up_to, max_seq, limit))
         .collect()
+}
+
+/// One sync page read in one snapshot, in steps: what changed ([`SyncRead::begin`]), where the
+/// messages to read are and how many ([`SyncRead::messages`]), then the messages and the
+/// conversations' states ([`SyncRead::finish`]). Between them a caller can tell a small page,
+/// cheap enough to read on an async thread, from a large one that belongs on a reader thread.
+pub struct SyncRead<'c> {
+    tx: rusqlite::Transaction<'c>,
+    request: SyncRequest,
+    changed: Vec<ChangedConversation>,
+    /// Once located: one per conversation of `request.messages_to_read(&changed)`, in order.
+    ranges: Option<Vec<Option<SeqRange>>>,
+}
+
+impl<'c> SyncRead<'c> {
+    pub fn begin(conn: &'c Connection, request: SyncRequest) -> Result<SyncRead<'c>> {
+        let tx = conn.unchecked_transaction().map_err(db_error)?;
+        let changed = changed_since(&tx, request.user, request.cursor)?;
+        Ok(SyncRead {
+            tx,
+            request,
+            changed,
+            ranges: None,
+        })
+    }
+
+    /// Conversations with changes after the cursor: a page reads the state of those it takes.
+    pub fn conversations(&self) -> usize {
+        self.changed.len()
+    }
+
+    /// Messages `finish` will read: at most `limit + 1` per conversation.
+    pub fn messages(&mut self) -> Result<u64> {
+        if self.ranges.is_none() {
+            self.ranges = Some(self.locate()?);
+        }
+        let per_conversation = u64::from(self.read_limit());
+        Ok(self
+            .ranges
+            .iter()
+            .flatten()
+            .flatten()
+            .map(|range| range.len().min(per_conversation))
+            .sum())
+    }
+
+    /// Where the messages to read are: one range (or none) per conversation of
+    /// `messages_to_read`, in its order.
+    fn locate(&self) -> Result<Vec<Option<SeqRange>>> {
+        let request = self.request;
+        request
+            .messages_to_read(&self.changed)
+            .into_iter()
+            .map(|(id, max_seq)| seq_range(&self.tx, id, request.cursor, request.head, max_seq))
+            .collect()
+    }
+
+    fn read_limit(&self) -> u32 {
+        self.request.limit.saturating_add(1)
+    }
+
+    pub fn finish(mut self) -> Result<SyncPage> {
+        let limit = self.read_limit();
+        let ranges = match self.ranges.take() {
+            Some(ranges) => ranges,
+            None => self.locate()?,
+        };
+        let read = ranges
+            .iter()
+            .map(|range| match range {
+                Some(range) => messages_in_seq_range(&self.tx, range, limit),
+                None => Ok(Vec::new()),
+            })
+            .collect::<Result<_>>()?;
+        let plan = self.request.plan(&self.changed, read);
+        let conversations =
+            conversations_seen_by(&self.tx, &plan.conversation_ids, self.request.user)?;
+        Ok(plan.into_page(conversations))
+    }
 }
 
 /// The states of `ids` as `viewer` sees them, in that order.
@@ -434,22 +513,60 @@ pub fn messages_in_pos_range(
     max_seq: Option<Seq>,
     limit: u32,
 ) -> Result<Vec<Message>> {
+    match seq_range(conn, id, after, up_to, max_seq)? {
+        Some(range) => messages_in_seq_range(conn, &range, limit),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// The seqs of a conversation's messages in a range of positions: `(after, last]`.
+pub struct SeqRange {
+    id: ConversationId,
+    after: Seq,
+    last: Seq,
+}
+
+impl SeqRange {
+    fn len(&self) -> u64 {
+        self.last - self.after
+    }
+}
+
+/// Where the messages of `id` with positions in `(after, up_to]` and seqs at most `max_seq` are;
+/// `None` when there are none.
+fn seq_range(
+    conn: &Connection,
+    id: ConversationId,
+    after: Pos,
+    up_to: Pos,
+    max_seq: Option<Seq>,
+) -> Result<Option<SeqRange>> {
     let Some(mut positions) = SeqPositions::of(conn, id)? else {
-        return Ok(Vec::new());
+        return Ok(None);
     };
     let first = positions.seq_at(after)?;
     let last = positions
         .seq_at(up_to)?
         .min(max_seq.unwrap_or(u64::MAX >> 1));
-    if last <= first {
-        return Ok(Vec::new());
-    }
+    Ok((last > first).then_some(SeqRange {
+        id,
+        after: first,
+        last,
+    }))
+}
+
+/// The first `limit` messages of `range`, in seq order.
+fn messages_in_seq_range(conn: &Connection, range: &SeqRange, limit: u32) -> Result<Vec<Message>> {
     let sql = format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages
          WHERE conversation_id = ?1 AND seq > ?2 AND seq <= ?3
          ORDER BY seq LIMIT ?4"
     );
-    query_messages(conn, &sql, params![id, first, last, limit])
+    query_messages(
+        conn,
+        &sql,
+        params![range.id, range.after, range.last, limit],
+    )
 }
 
 /// Where a conversation's messages are in the change stream, looked up through

@@ -1,5 +1,5 @@
-//! `natter_core::Store` for [`SqliteStore`]: reads go to the pool (point lookups on the calling
-//! thread when a reader connection is free), writes to the writer thread.
+//! `natter_core::Store` for [`SqliteStore`]: reads go to the pool (point lookups and small sync
+//! pages on the calling thread when a reader connection is free), writes to the writer thread.
 
 use async_trait::async_trait;
 use natter_core::store::{
@@ -14,6 +14,12 @@ use natter_proto::{
 use rusqlite::params;
 
 use super::{SqliteStore, db_error, reads, writes};
+
+/// The largest sync page read on the calling (async) thread: its changed conversations and the
+/// messages to read. 64 messages of 60 bytes take ~50 µs to read on a slow VM (the fifteenth of
+/// docs/benchmarks.md); anything larger goes to a reader thread.
+const INLINE_SYNC_CONVERSATIONS_MAX: usize = 8;
+const INLINE_SYNC_MESSAGES_MAX: u64 = 64;
 
 #[async_trait]
 impl AccountStore for SqliteStore {
@@ -331,24 +337,20 @@ impl Store for SqliteStore {
     }
 
     async fn sync_page(&self, request: SyncRequest) -> Result<SyncPage> {
-        // One trip to a reader thread and one snapshot for the whole page, not three: waking a
-        // thread and being woken back costs more than the reads of a small page, and a
-        // reconnect storm is thousands of pages at once.
-        self.read(move |conn| {
-            let tx = conn.unchecked_transaction().map_err(db_error)?;
-            let changed = reads::changed_since(&tx, request.user, request.cursor)?;
-            let read = reads::messages_in_pos_ranges(
-                &tx,
-                request.messages_to_read(&changed),
-                request.cursor,
-                request.head,
-                request.limit.saturating_add(1),
-            )?;
-            let plan = request.plan(&changed, read);
-            let conversations =
-                reads::conversations_seen_by(&tx, &plan.conversation_ids, request.user)?;
-            Ok(plan.into_page(conversations))
-        })
-        .await
+        // One snapshot for the whole page. A small page (a device back after a short absence:
+        // the common case, and thousands at once in a reconnect storm) is read on this thread
+        // when a reader connection is free: the trip to a reader thread and back is two
+        // wake-ups, which cost more than reading a few messages. A large one goes to a reader
+        // thread, so that an async thread is never held for long.
+        if let Some(lent) = self.lend_now() {
+            let mut read = reads::SyncRead::begin(lent.conn(), request)?;
+            if read.conversations() <= INLINE_SYNC_CONVERSATIONS_MAX
+                && read.messages()? <= INLINE_SYNC_MESSAGES_MAX
+            {
+                return read.finish();
+            }
+        }
+        self.read(move |conn| reads::SyncRead::begin(conn, request)?.finish())
+            .await
     }
 }
