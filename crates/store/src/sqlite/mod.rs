@@ -441,6 +441,14 @@ impl SqliteStore {
             .map_err(|_| Error::internal("reader pool closed"))?;
         let lent = Lent::take(&self.readers, permit)
             .ok_or_else(|| Error::internal("reader pool empty"))?;
+        Self::read_with(lent, f).await
+    }
+
+    /// Run `f` on `lent`, off the async threads.
+    pub(crate) async fn read_with<T: Send + 'static>(
+        lent: Lent,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         tokio::task::spawn_blocking(move || f(lent.conn()))
             .await
             .map_err(|e| Error::internal(format!("reader task: {e}")))?

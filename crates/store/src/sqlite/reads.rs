@@ -306,6 +306,13 @@ pub fn conversation_ids_of(conn: &Connection, user: UserId) -> Result<Vec<Conver
     .map_err(db_error)
 }
 
+/// How many conversations `user` is or was a member of: the rows `changed_since` goes through.
+pub fn memberships_of(conn: &Connection, user: UserId) -> Result<u64> {
+    conn.prepare_cached("SELECT COUNT(*) FROM members WHERE user_id = ?1")
+        .and_then(|mut s| s.query_row([user], |r| r.get(0)))
+        .map_err(db_error)
+}
+
 pub fn list_conversations(conn: &Connection, viewer: UserId) -> Result<Vec<Conversation>> {
     let mut list = conversation_ids_of(conn, viewer)?
         .into_iter()
@@ -418,21 +425,24 @@ pub fn messages_in_pos_ranges(
 /// One sync page read in one snapshot, in steps: what changed ([`SyncRead::begin`]), where the
 /// messages to read are and how many ([`SyncRead::messages`]), then the messages and the
 /// conversations' states ([`SyncRead::finish`]). Between them a caller can tell a small page,
-/// cheap enough to read on an async thread, from a large one that belongs on a reader thread.
-pub struct SyncRead<'c> {
-    tx: rusqlite::Transaction<'c>,
+/// cheap enough to read on an async thread, from a large one, and hand the rest of a large one
+/// to a reader thread with its connection.
+///
+/// `begin` opens a read transaction on its connection and `finish` ends it: every step must be
+/// given that same connection. One given back to the pool still in the transaction (an error
+/// between the steps) is rolled back there.
+pub struct SyncRead {
     request: SyncRequest,
     changed: Vec<ChangedConversation>,
     /// Once located: one per conversation of `request.messages_to_read(&changed)`, in order.
     ranges: Option<Vec<Option<SeqRange>>>,
 }
 
-impl<'c> SyncRead<'c> {
-    pub fn begin(conn: &'c Connection, request: SyncRequest) -> Result<SyncRead<'c>> {
-        let tx = conn.unchecked_transaction().map_err(db_error)?;
-        let changed = changed_since(&tx, request.user, request.cursor)?;
+impl SyncRead {
+    pub fn begin(conn: &Connection, request: SyncRequest) -> Result<SyncRead> {
+        conn.execute_batch("BEGIN").map_err(db_error)?;
+        let changed = changed_since(conn, request.user, request.cursor)?;
         Ok(SyncRead {
-            tx,
             request,
             changed,
             ranges: None,
@@ -445,9 +455,9 @@ impl<'c> SyncRead<'c> {
     }
 
     /// Messages `finish` will read: at most `limit + 1` per conversation.
-    pub fn messages(&mut self) -> Result<u64> {
+    pub fn messages(&mut self, conn: &Connection) -> Result<u64> {
         if self.ranges.is_none() {
-            self.ranges = Some(self.locate()?);
+            self.ranges = Some(self.locate(conn)?);
         }
         let per_conversation = u64::from(self.read_limit());
         Ok(self
@@ -461,12 +471,12 @@ impl<'c> SyncRead<'c> {
 
     /// Where the messages to read are: one range (or none) per conversation of
     /// `messages_to_read`, in its order.
-    fn locate(&self) -> Result<Vec<Option<SeqRange>>> {
+    fn locate(&self, conn: &Connection) -> Result<Vec<Option<SeqRange>>> {
         let request = self.request;
         request
             .messages_to_read(&self.changed)
             .into_iter()
-            .map(|(id, max_seq)| seq_range(&self.tx, id, request.cursor, request.head, max_seq))
+            .map(|(id, max_seq)| seq_range(conn, id, request.cursor, request.head, max_seq))
             .collect()
     }
 
@@ -474,22 +484,22 @@ impl<'c> SyncRead<'c> {
         self.request.limit.saturating_add(1)
     }
 
-    pub fn finish(mut self) -> Result<SyncPage> {
+    pub fn finish(mut self, conn: &Connection) -> Result<SyncPage> {
         let limit = self.read_limit();
         let ranges = match self.ranges.take() {
             Some(ranges) => ranges,
-            None => self.locate()?,
+            None => self.locate(conn)?,
         };
         let read = ranges
             .iter()
             .map(|range| match range {
-                Some(range) => messages_in_seq_range(&self.tx, range, limit),
+                Some(range) => messages_in_seq_range(conn, range, limit),
                 None => Ok(Vec::new()),
             })
             .collect::<Result<_>>()?;
         let plan = self.request.plan(&self.changed, read);
-        let conversations =
-            conversations_seen_by(&self.tx, &plan.conversation_ids, self.request.user)?;
+        let conversations = conversations_seen_by(conn, &plan.conversation_ids, self.request.user)?;
+        conn.execute_batch("COMMIT").map_err(db_error)?;
         Ok(plan.into_page(conversations))
     }
 }

@@ -15,9 +15,11 @@ use rusqlite::params;
 
 use super::{SqliteStore, db_error, reads, writes};
 
-/// The largest sync page read on the calling (async) thread: its changed conversations and the
-/// messages to read. 64 messages of 60 bytes take ~50 µs to read on a slow VM (the fifteenth of
-/// docs/benchmarks.md); anything larger goes to a reader thread.
+/// The largest sync page read on the calling (async) thread: the user's conversations (what
+/// finding the changed ones goes through), the changed ones, and the messages to read. 64
+/// messages of 60 bytes take ~50 µs to read on a slow VM (the fifteenth of docs/benchmarks.md);
+/// anything larger goes to a reader thread.
+const INLINE_SYNC_MEMBERSHIPS_MAX: u64 = 64;
 const INLINE_SYNC_CONVERSATIONS_MAX: usize = 8;
 const INLINE_SYNC_MESSAGES_MAX: u64 = 64;
 
@@ -340,17 +342,22 @@ impl Store for SqliteStore {
         // One snapshot for the whole page. A small page (a device back after a short absence:
         // the common case, and thousands at once in a reconnect storm) is read on this thread
         // when a reader connection is free: the trip to a reader thread and back is two
-        // wake-ups, which cost more than reading a few messages. A large one goes to a reader
-        // thread, so that an async thread is never held for long.
-        if let Some(lent) = self.lend_now() {
-            let mut read = reads::SyncRead::begin(lent.conn(), request)?;
-            if read.conversations() <= INLINE_SYNC_CONVERSATIONS_MAX
-                && read.messages()? <= INLINE_SYNC_MESSAGES_MAX
-            {
-                return read.finish();
-            }
+        // wake-ups, which cost more than reading a few messages. A large one goes on on a
+        // reader thread, so that an async thread is never held for long.
+        let whole =
+            move |conn: &rusqlite::Connection| reads::SyncRead::begin(conn, request)?.finish(conn);
+        let Some(lent) = self.lend_now() else {
+            return self.read(whole).await;
+        };
+        if reads::memberships_of(lent.conn(), request.user)? > INLINE_SYNC_MEMBERSHIPS_MAX {
+            return Self::read_with(lent, whole).await;
         }
-        self.read(move |conn| reads::SyncRead::begin(conn, request)?.finish())
-            .await
+        let mut read = reads::SyncRead::begin(lent.conn(), request)?;
+        if read.conversations() <= INLINE_SYNC_CONVERSATIONS_MAX
+            && read.messages(lent.conn())? <= INLINE_SYNC_MESSAGES_MAX
+        {
+            return read.finish(lent.conn());
+        }
+        Self::read_with(lent, move |conn| read.finish(conn)).await
     }
 }
