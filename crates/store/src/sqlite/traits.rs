@@ -17,7 +17,7 @@ use super::{SqliteStore, db_error, reads, writes};
 
 /// The largest sync page read on the calling (async) thread: the user's conversations (what
 /// finding the changed ones goes through), the changed ones, and the messages to read. 64
-/// messages of 60 bytes take ~50 µs to read on a slow VM (the fifteenth of docs/benchmarks.md);
+/// messages of 60 bytes take ~50 µs to read on a slow VM (the sixteenth of docs/benchmarks.md);
 /// anything larger goes to a reader thread.
 const INLINE_SYNC_MEMBERSHIPS_MAX: u64 = 64;
 const INLINE_SYNC_CONVERSATIONS_MAX: usize = 8;
