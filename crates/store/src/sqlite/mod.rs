@@ -1048,6 +1048,60 @@ mod tests {
         let _ = std::fs::remove_file(&path);
     }
 
+    /// A small sync page is read on the calling thread, so it never waits for a reader thread;
+    /// a large one goes to a reader thread, and is whole once one is free.
+    #[test]
+    fn a_small_sync_page_is_read_here_and_a_large_one_on_a_reader_thread() {
+        use natter_core::Store;
+        use natter_core::store::SyncRequest;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .max_blocking_threads(1)
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (store, path) = store("sync-here", Durability::Crash);
+            let (_, alice) = a_direct_conversation(&store, 100).await;
+            let head = store.head_pos();
+            let page = |cursor| {
+                store.sync_page(SyncRequest {
+                    user: alice,
+                    cursor,
+                    head,
+                    limit: 500,
+                    bytes_max: 1 << 20,
+                })
+            };
+            let everything = page(0).await.unwrap();
+            assert_eq!(everything.messages.len(), 100);
+            let last_three = everything.messages[96].pos;
+
+            // The only blocking thread is taken until `free` is sent.
+            let (free, taken) = mpsc::channel::<()>();
+            let blocker = tokio::task::spawn_blocking(move || taken.recv());
+            tokio::task::yield_now().await;
+            let small = tokio::time::timeout(std::time::Duration::from_secs(5), page(last_three))
+                .await
+                .expect("a small page waited for a reader thread")
+                .unwrap();
+            assert_eq!(small.messages.len(), 3);
+            assert_eq!(small.cursor, head);
+
+            let mut large = Box::pin(page(0));
+            assert!(
+                tokio::time::timeout(std::time::Duration::from_millis(200), &mut large)
+                    .await
+                    .is_err(),
+                "a page of 100 messages was read on the calling thread"
+            );
+            free.send(()).unwrap();
+            blocker.await.unwrap().unwrap();
+            assert_eq!(large.await.unwrap(), everything);
+            drop(store);
+            let _ = std::fs::remove_file(&path);
+        });
+    }
+
     /// Two users and their direct conversation, with `messages` sent in it by the first.
     async fn a_direct_conversation(
         store: &SqliteStore,
