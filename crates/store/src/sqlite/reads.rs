@@ -456,28 +456,28 @@ impl SyncRead {
 
     /// Messages `finish` will read: at most `limit + 1` per conversation.
     pub fn messages(&mut self, conn: &Connection) -> Result<u64> {
-        if self.ranges.is_none() {
-            self.ranges = Some(self.locate(conn)?);
-        }
         let per_conversation = u64::from(self.read_limit());
         Ok(self
-            .ranges
+            .located(conn)?
             .iter()
-            .flatten()
             .flatten()
             .map(|range| range.len().min(per_conversation))
             .sum())
     }
 
-    /// Where the messages to read are: one range (or none) per conversation of
+    /// Where the messages to read are, looked up once: one range (or none) per conversation of
     /// `messages_to_read`, in its order.
-    fn locate(&self, conn: &Connection) -> Result<Vec<Option<SeqRange>>> {
-        let request = self.request;
-        request
-            .messages_to_read(&self.changed)
-            .into_iter()
-            .map(|(id, max_seq)| seq_range(conn, id, request.cursor, request.head, max_seq))
-            .collect()
+    fn located(&mut self, conn: &Connection) -> Result<&[Option<SeqRange>]> {
+        if self.ranges.is_none() {
+            let request = self.request;
+            let ranges = request
+                .messages_to_read(&self.changed)
+                .into_iter()
+                .map(|(id, max_seq)| seq_range(conn, id, request.cursor, request.head, max_seq))
+                .collect::<Result<_>>()?;
+            self.ranges = Some(ranges);
+        }
+        Ok(self.ranges.as_deref().unwrap_or_default())
     }
 
     fn read_limit(&self) -> u32 {
@@ -486,11 +486,8 @@ impl SyncRead {
 
     pub fn finish(mut self, conn: &Connection) -> Result<SyncPage> {
         let limit = self.read_limit();
-        let ranges = match self.ranges.take() {
-            Some(ranges) => ranges,
-            None => self.locate(conn)?,
-        };
-        let read = ranges
+        let read = self
+            .located(conn)?
             .iter()
             .map(|range| match range {
                 Some(range) => messages_in_seq_range(conn, range, limit),
