@@ -27,3 +27,13 @@ DROP INDEX messages_by_client_id;
 CREATE UNIQUE INDEX messages_by_client_id ON messages (client_msg_id, sender_id)
     WHERE client_msg_id IS NOT NULL;
 ";
+
+/// `Store::refused_among`'s answer from the devices an engine found allowed (not revoked, their
+/// user not disabled): the others, in the order asked.
+fn refused_of(devices: &[u64], allowed: &std::collections::HashSet<u64>) -> Vec<u64> {
+    devices
+        .iter()
+        .copied()
+        .filter(|d| !allowed.contains(d))
+        .collect()
+}

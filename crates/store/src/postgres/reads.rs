@@ -150,11 +150,7 @@ pub async fn refused_among<C: GenericClient>(c: &C, devices: &[u64]) -> Result<V
     .iter()
     .map(|row| get_u64(row, 0))
     .collect::<Result<_>>()?;
-    Ok(devices
-        .iter()
-        .copied()
-        .filter(|d| !allowed.contains(d))
-        .collect())
+    Ok(crate::refused_of(devices, &allowed))
 }
 
 pub async fn list_devices<C: GenericClient>(c: &C, user_id: UserId) -> Result<Vec<Device>> {

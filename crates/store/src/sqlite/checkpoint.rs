@@ -12,13 +12,14 @@
 //! once the log passes `wal_frames_max` frames, the writer finishes the job between two
 //! commit groups, and its next transaction starts the log over.
 //!
-//! What the writer's checkpoint costs is the frames it copies (one `pwrite` per 1 KiB page; the
-//! fsyncs are cheap beside them): everything written since the thread's last checkpoint *began*.
-//! With the thread pausing 100 ms between checkpoints, that was up to ~10,000 frames at 10,000
-//! messages/s, a 7–15 ms stall for every send behind it — the p99 at that rate. So the writer
-//! first asks the thread for a checkpoint at once, and finishes right after that one has
-//! completed: its tail is then only what arrived while the thread copied, about a millisecond's
-//! work.
+//! What the writer's checkpoint costs is everything written since the thread's last checkpoint
+//! *began*: one `pwrite` per frame copied, and two fsyncs whose time grows with the pages they
+//! flush (on a virtual disk ~0.5 ms, plus 20–60 µs per scattered page). With the thread pausing
+//! 100 ms between checkpoints, that was up to ~10,000 frames at 10,000 messages/s, a 7–15 ms
+//! stall for every send behind it. So the writer first asks the thread for checkpoints at once,
+//! each one's tail being what arrived while the one before copied and synced, and so shorter,
+//! until the tail is short (`TAIL_FRAMES_MAX`) or `PASSES_MAX` passes have run; it finishes
+//! right after.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
@@ -41,6 +42,12 @@ const BACKGROUND_AT: u64 = 1_000;
 /// 5,000/s the stall already comes only every ~10 s) for a larger file on disk: the log file is
 /// kept at twice this length (`wal_bytes_kept`).
 pub(crate) const WRITER_FINISHES_AT: u64 = 262_144;
+/// The writer finishes once the frames not yet checkpointed are at most this many: a few
+/// hundred scattered pages to flush, a few milliseconds on a virtual disk.
+const TAIL_FRAMES_MAX: u64 = 256;
+/// … or after this many passes of the thread asked for at once, however long the tail: each pass
+/// shortens it only while the thread copies faster than sends arrive.
+const PASSES_MAX: u32 = 4;
 /// Shortest pause between two background checkpoints: each one costs two fsyncs.
 const BACKGROUND_PAUSE: Duration = Duration::from_millis(100);
 /// An idle store still gets its log checkpointed, so that the next write can restart it.
@@ -52,6 +59,8 @@ struct Shared {
     frames: AtomicU64,
     /// Checkpoints the thread has completed.
     completed: AtomicU64,
+    /// Frames the thread's last completed checkpoint found copied, in the log of that time.
+    backfilled: AtomicU64,
     /// The writer asks for a checkpoint now, without the pause.
     urgent: AtomicBool,
     /// The checkpoint thread's kernel id (0 until it runs), for `priority::hurry`.
@@ -71,8 +80,10 @@ pub(crate) struct WalWatch {
     finishes_at: u64,
     /// Log length when the writer last checkpointed (0: not since the log restarted).
     writer_checkpointed_at: u64,
-    /// The thread's completed count when the writer asked it for a checkpoint at once.
+    /// The thread's completed count when the writer last asked it for a checkpoint at once.
     asked_at: Option<u64>,
+    /// Checkpoints asked for at once since the log passed `finishes_at`.
+    passes_asked: u32,
 }
 
 impl WalWatch {
@@ -86,6 +97,7 @@ impl WalWatch {
         let shared = Arc::new(Shared {
             frames: AtomicU64::new(0),
             completed: AtomicU64::new(0),
+            backfilled: AtomicU64::new(0),
             urgent: AtomicBool::new(false),
             checkpointer_tid: AtomicI32::new(0),
             hurried: AtomicBool::new(false),
@@ -120,12 +132,13 @@ impl WalWatch {
             finishes_at: finishes_at.max(BACKGROUND_AT),
             writer_checkpointed_at: 0,
             asked_at: None,
+            passes_asked: 0,
         })
     }
 
     /// Called after each commit: whether the writer should finish a checkpoint now, because
     /// the log has grown long (`finish`), so that the next transaction restarts it. Asks the
-    /// thread for a pass at once first, and says yes only once that pass has completed.
+    /// thread for passes at once first, and says yes only once they have left a short tail.
     pub(crate) fn wants_finish(&mut self) -> bool {
         let frames = self.shared.frames.load(Ordering::Relaxed);
         if frames < self.writer_checkpointed_at {
@@ -143,20 +156,34 @@ impl WalWatch {
         if frames < 2 * self.finishes_at {
             match self.asked_at {
                 None => {
-                    self.asked_at = Some(completed);
-                    self.hurry();
-                    self.shared.urgent.store(true, Ordering::Release);
-                    // The thread is either pausing (parked) or soon back at its doorbell, which
-                    // every commit of a log this long rings.
-                    self.checkpointer.unpark();
+                    self.passes_asked = 0;
+                    self.ask_now(completed);
                     return false;
                 }
                 // The thread has not completed a checkpoint since: the tail is still long.
                 Some(asked) if asked == completed => return false,
-                Some(_) => {}
+                Some(_) => {
+                    let tail =
+                        frames.saturating_sub(self.shared.backfilled.load(Ordering::Acquire));
+                    if tail > TAIL_FRAMES_MAX && self.passes_asked < PASSES_MAX {
+                        self.ask_now(completed);
+                        return false;
+                    }
+                }
             }
         }
         true
+    }
+
+    /// Ask the thread for a checkpoint at once, out of the background class.
+    fn ask_now(&mut self, completed: u64) {
+        self.asked_at = Some(completed);
+        self.passes_asked += 1;
+        self.hurry();
+        self.shared.urgent.store(true, Ordering::Release);
+        // The thread is either pausing (parked) or soon back at its doorbell, which every commit
+        // of a log this long rings.
+        self.checkpointer.unpark();
     }
 
     /// Lift the checkpoint thread out of the background class until its next pass ends, where
@@ -184,9 +211,14 @@ impl WalWatch {
         let frames = self.shared.frames.load(Ordering::Relaxed);
         let started = Instant::now();
         match writer.wal_checkpoint_v2(rusqlite::DEFAULT_NAME, CheckpointMode::PASSIVE) {
-            Ok((log, done)) => {
-                tracing::debug!(log, done, took = ?started.elapsed(), "the writer finished a checkpoint")
-            }
+            Ok((log, done)) => tracing::debug!(
+                log,
+                done,
+                tail = frames.saturating_sub(self.shared.backfilled.load(Ordering::Acquire)),
+                passes = self.passes_asked,
+                took = ?started.elapsed(),
+                "the writer finished a checkpoint"
+            ),
             Err(e) => log_failed(&e, "writer checkpoint"),
         }
         self.writer_checkpointed_at = frames;
@@ -199,6 +231,12 @@ fn run_checkpointer(conn: Connection, rings: mpsc::Receiver<()>, shared: Arc<Sha
     shared
         .checkpointer_tid
         .store(super::priority::thread_id(), Ordering::Release);
+    // The database file, to sync after the passes the writer asks for (`sync_database`). An
+    // in-memory or temporary database has none, and needs none.
+    let database = conn
+        .path()
+        .filter(|path| !path.is_empty())
+        .and_then(|path| std::fs::File::open(path).ok());
     // Log length at the last checkpoint that reached its end: nothing to do until it changes.
     let mut clean_at: Option<u64> = None;
     loop {
@@ -218,17 +256,40 @@ fn run_checkpointer(conn: Connection, rings: mpsc::Receiver<()>, shared: Arc<Sha
             Ok((log, done)) => {
                 tracing::trace!(log, done, took = ?started.elapsed(), "background checkpoint");
                 clean_at = (log == done).then_some(now);
+                shared
+                    .backfilled
+                    .store(u64::try_from(done).unwrap_or(0), Ordering::Release);
             }
             Err(e) => {
                 log_failed(&e, "background checkpoint");
                 clean_at = None;
             }
         }
+        if urgent && let Some(database) = &database {
+            sync_database(database);
+        }
         shared.completed.fetch_add(1, Ordering::AcqRel);
         if shared.hurried.swap(false, Ordering::AcqRel) {
             super::priority::background();
         }
         pause(&shared);
+    }
+}
+
+/// Sync the database file, for the writer's checkpoint to come. A passive checkpoint syncs it
+/// only when it has copied the log to its very end, which beside a busy writer never happens:
+/// every page the thread copied into the file since the log last restarted would wait for the
+/// writer's checkpoint to flush it (thousands of scattered pages, 15–50 ms on a virtual disk
+/// with every send held behind it), where the kernel had not written it back yet. Done after
+/// the passes the writer asks for, off the commit path, that flush leaves the writer only the
+/// pages of the last short tail. Syncing more often than SQLite would is never unsafe.
+fn sync_database(database: &std::fs::File) {
+    let started = Instant::now();
+    match database.sync_data() {
+        Ok(()) => {
+            tracing::trace!(took = ?started.elapsed(), "the checkpoint thread synced the database")
+        }
+        Err(e) => tracing::warn!(error = %e, "syncing the database file"),
     }
 }
 

@@ -67,11 +67,7 @@ pub fn refused_among(conn: &Connection, devices: &[u64]) -> Result<Vec<u64>> {
         )
         .and_then(|mut s| s.query_map([ids], |r| r.get(0))?.collect())
         .map_err(db_error)?;
-    Ok(devices
-        .iter()
-        .copied()
-        .filter(|d| !allowed.contains(d))
-        .collect())
+    Ok(crate::refused_of(devices, &allowed))
 }
 
 pub fn list_devices(conn: &Connection, user_id: UserId) -> Result<Vec<Device>> {
