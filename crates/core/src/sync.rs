@@ -5,6 +5,11 @@
 //! each conversation's current state once, at the position of its newest state change. A state
 //! item stands for every earlier state change of that conversation, so markers and membership
 //! cost nothing per recipient.
+//!
+//! That position moves on with every marker, so a conversation's state may lie pages beyond its
+//! messages. A page whose messages' conversation has its state item in a later page carries that
+//! state too (and the later page carries it again): a client never holds a message of a
+//! conversation it has no state for. A catch-up in one page, the common case, is unaffected.
 
 use natter_proto::{Conversation, ConversationId, Message, Pos, Seq, SyncPage, UserId};
 
@@ -132,22 +137,38 @@ pub fn plan_sync_page(
         }
         taken += 1;
     }
+    // A cursor above `head` was never given out by this store (another deployment's, or one
+    // from before a restore): the answer is `head`, lower than the cursor sent, which tells the
+    // client so (protocol.md §9.4).
     let (new_cursor, more) = if taken < items.len() {
         let cutoff = items[taken - 1].0;
         items.retain(|(pos, _, _)| *pos <= cutoff);
         (cutoff, true)
     } else {
-        (head.max(cursor), false)
+        (head, false)
     };
 
-    // Only state items carry a conversation's state: a client that has a conversation's messages
-    // got its state when it changed, so a page of plain messages stays plain (a reconnect storm
-    // must not read and send every member list again).
+    // A conversation's state goes into the page at its state item, and also where the page has
+    // its messages but the state item lies beyond the page (see the module doc). Otherwise a page
+    // of plain messages stays plain: a client that has a conversation's messages got its state
+    // when it changed (a reconnect storm must not read and send every member list again).
+    let states_later: Vec<ConversationId> = changed
+        .iter()
+        .filter(|c| c.state_pos.min(head) > new_cursor)
+        .map(|c| c.id)
+        .collect();
     let mut conversation_ids: Vec<ConversationId> = Vec::new();
     let mut page_messages = Vec::new();
     for (_, conversation_id, message) in items {
         match message {
-            Some(message) => page_messages.push(message),
+            Some(message) => {
+                if states_later.contains(&conversation_id)
+                    && !conversation_ids.contains(&conversation_id)
+                {
+                    conversation_ids.push(conversation_id);
+                }
+                page_messages.push(message);
+            }
             None => conversation_ids.push(conversation_id),
         }
     }
@@ -276,8 +297,32 @@ mod tests {
     }
 
     #[test]
-    fn the_cursor_never_moves_back() {
-        let plan = plan_sync_page(50, 40, &[], vec![], 10, BYTES);
-        assert_eq!(plan.cursor, 50);
+    fn a_cursor_above_head_is_answered_with_head() {
+        let plan = plan_sync_page(50, 40, &[changed(1, 30, 30)], vec![vec![]], 10, BYTES);
+        assert_eq!((plan.cursor, plan.more), (40, false));
+        assert!(plan.messages.is_empty() && plan.conversation_ids.is_empty());
+    }
+
+    #[test]
+    fn a_page_with_messages_whose_state_comes_later_carries_that_state() {
+        // Conversation 1's state moved on to 30 (a marker), 2's to 14, just past the first page.
+        let messages = vec![
+            vec![message(1, 1, 11), message(1, 2, 12), message(1, 3, 20)],
+            vec![message(2, 1, 13)],
+        ];
+        let changed = [changed(1, 20, 30), changed(2, 13, 14)];
+        let first = plan_sync_page(10, 40, &changed, messages.clone(), 3, BYTES);
+        assert_eq!((first.cursor, first.more), (13, true));
+        assert_eq!(first.conversation_ids, vec![1, 2]);
+
+        let second = plan_sync_page(13, 40, &changed, messages.clone(), 2, BYTES);
+        assert_eq!((second.cursor, second.more), (20, true));
+        assert_eq!(second.conversation_ids, vec![2, 1]);
+
+        // The page that reaches the state item carries it once, at its place.
+        let last = plan_sync_page(20, 40, &changed, messages, 10, BYTES);
+        assert_eq!((last.cursor, last.more), (40, false));
+        assert_eq!(last.conversation_ids, vec![1]);
+        assert!(last.messages.is_empty());
     }
 }

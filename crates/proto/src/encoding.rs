@@ -1029,6 +1029,26 @@ mod tests {
     }
 
     #[test]
+    fn typing_with_active_absent_or_null_means_active() {
+        for json in [
+            r#"{"id":1,"type":"typing","conversation_id":3}"#,
+            r#"{"id":1,"type":"typing","conversation_id":3,"active":null}"#,
+        ] {
+            let command = ClientFrame::decode_json(json).unwrap().command;
+            let expected = Command::Typing {
+                conversation_id: 3,
+                active: true,
+            };
+            assert_eq!(command, expected, "{json}");
+        }
+        let stopped = r#"{"id":1,"type":"typing","conversation_id":3,"active":false}"#;
+        assert!(matches!(
+            ClientFrame::decode_json(stopped).unwrap().command,
+            Command::Typing { active: false, .. }
+        ));
+    }
+
+    #[test]
     fn a_broken_server_frame_is_an_error() {
         assert!(ServerFrame::decode_proto(&[0xff]).is_err());
         assert!(ServerFrame::decode_proto(&[]).is_err());

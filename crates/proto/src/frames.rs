@@ -49,7 +49,7 @@ pub enum Command {
     /// Tell the other members you are (or stopped) typing; answered by `{}`.
     Typing {
         conversation_id: ConversationId,
-        #[serde(default = "default_true")]
+        #[serde(default = "default_true", deserialize_with = "true_unless_false")]
         active: bool,
     },
     /// Your conversations, newest activity first; answered by [`ConversationList`].
@@ -101,6 +101,11 @@ pub enum Command {
 
 fn default_true() -> bool {
     true
+}
+
+/// An optional flag that defaults to true: `null` is read as absent, as in every optional field.
+fn true_unless_false<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(Option::<bool>::deserialize(d)?.unwrap_or(true))
 }
 
 impl Command {

@@ -194,10 +194,12 @@ pub struct Conversation {
     pub created_at_ms: u64,
     /// Time of the newest message the viewer may see (or of creation): the list is ordered by it.
     pub last_activity_at_ms: u64,
-    /// The newest message, in lists and sync pages.
+    /// The newest message the viewer may see: in command replies, lists and sync pages, not in
+    /// `conversation` events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_message: Option<Message>,
-    /// Messages of others above the viewer's read marker, in lists and sync pages.
+    /// `last_seq` minus the viewer's `read_seq`: every message above the read marker, system
+    /// messages included. Present where `last_message` is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unread_count: Option<u64>,
 }
@@ -381,6 +383,10 @@ pub mod close_code {
     pub const REVOKED: u16 = 4001;
     /// The frame was larger than the limit.
     pub const FRAME_TOO_LARGE: u16 = 1009;
+    /// A text frame was not UTF-8 (RFC 6455 §8.1).
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// The client broke the WebSocket framing (an unmasked frame, a reserved bit or opcode).
+    pub const PROTOCOL_ERROR: u16 = 1002;
 }
 
 /// `POST /v1/register`.

@@ -86,7 +86,7 @@ struct ServeArgs {
     /// `nats://…`: fan events out between nodes over NATS (default: in-process).
     #[arg(long, env = "NATTER_BROKER")]
     broker: Option<String>,
-    /// This node's name in the cluster (default: random).
+    /// This node's name in the cluster (default: `node`); each start adds a suffix of its own.
     #[arg(long, env = "NATTER_NODE_ID")]
     node_id: Option<String>,
     #[arg(long, env = "NATTER_FRAME_BYTES_MAX")]

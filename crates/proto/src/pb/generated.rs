@@ -509,10 +509,12 @@ pub struct Conversation {
     pub created_at_ms: u64,
     #[prost(uint64, tag = "8")]
     pub last_activity_at_ms: u64,
-    /// The newest message, in lists and sync pages.
+    /// The newest message the viewer may see: in command replies, lists and sync pages, not in
+    /// conversation events.
     #[prost(message, optional, tag = "9")]
     pub last_message: ::core::option::Option<Message>,
-    /// Messages of others above the viewer's read marker, in lists and sync pages.
+    /// last_seq minus the viewer's read_seq: every message above the read marker, system messages
+    /// included. Present where last_message is.
     #[prost(uint64, optional, tag = "10")]
     pub unread_count: ::core::option::Option<u64>,
 }

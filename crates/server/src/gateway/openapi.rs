@@ -53,4 +53,28 @@ mod tests {
             assert!(schemas.contains_key(schema), "{schema} missing");
         }
     }
+
+    #[test]
+    fn path_parameters_are_in_the_path_and_the_rest_in_the_query() {
+        let json = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        for (path, operations) in json["paths"].as_object().unwrap() {
+            for (method, operation) in operations.as_object().unwrap() {
+                let parameters = operation["parameters"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                for parameter in parameters {
+                    let name = parameter["name"].as_str().unwrap();
+                    let in_path = path.contains(&format!("{{{name}}}"));
+                    let place = if in_path { "path" } else { "query" };
+                    assert_eq!(parameter["in"], place, "{method} {path}: {name}");
+                    assert_eq!(
+                        parameter["required"].as_bool(),
+                        Some(in_path || name == "cursor"),
+                        "{method} {path}: {name}"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -225,6 +225,7 @@ pub async fn set_title(
 
 /// Query of `GET /v1/conversations/{id}/messages`.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// Only messages with a smaller `seq` (newest first, returned ascending).
     pub before: Option<Seq>,
@@ -352,6 +353,7 @@ pub async fn mark(
 
 /// Query of `GET /v1/sync`.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SyncQuery {
     /// The cursor of the last page applied; 0 the first time.
     pub cursor: Pos,

@@ -317,8 +317,8 @@ impl Connection {
                         Some(Ok(frame)) => frame,
                         Some(Err(e)) => {
                             tracing::debug!(error = %e, "websocket read");
-                            if is_capacity_error(&e) {
-                                self.close_with(close_code::FRAME_TOO_LARGE, "frame too large").await;
+                            if let Some((code, reason)) = close_for(&e) {
+                                self.close_with(code, reason).await;
                             }
                             return None;
                         }
@@ -406,6 +406,15 @@ impl Connection {
     /// Decode one frame, or the error frame that answers it.
     fn decode(&self, inbound: Inbound<'_>) -> Result<ClientFrame, Frame> {
         let encoding = self.encoding;
+        // In the order protocol.md §4.2 gives: size, then kind, then content.
+        let limits = &self.app.config.limits;
+        if inbound.len() > limits.frame_bytes_max {
+            let error = Error::new(
+                ErrorCode::FrameTooLarge,
+                format!("a frame is at most {} bytes", limits.frame_bytes_max),
+            );
+            return Err(error_frame(encoding, None, &error.body()));
+        }
         let mismatch = match (encoding, inbound) {
             (Encoding::Json, Inbound::Binary(_)) => {
                 Some("binary frames are not part of the JSON protocol")
@@ -422,14 +431,6 @@ impl Connection {
                 retry_after_ms: None,
             };
             return Err(error_frame(encoding, None, &body));
-        }
-        let limits = &self.app.config.limits;
-        if inbound.len() > limits.frame_bytes_max {
-            let error = Error::new(
-                ErrorCode::FrameTooLarge,
-                format!("a frame is at most {} bytes", limits.frame_bytes_max),
-            );
-            return Err(error_frame(encoding, None, &error.body()));
         }
         let decoded = match inbound {
             Inbound::Text(text) => ClientFrame::decode_json(text),
@@ -563,9 +564,16 @@ impl Connection {
 /// How long a closing connection waits for the client's close frame.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
-fn is_capacity_error(e: &axum::Error) -> bool {
-    let text = e.to_string();
-    text.contains("Space limit exceeded") || text.contains("too long") || text.contains("Capacity")
+/// The close code a read error earns, where the client's bytes were at fault (RFC 6455 §7.4.1);
+/// `None` for a broken or reset connection, which nothing can be sent on.
+fn close_for(e: &axum::Error) -> Option<(u16, &'static str)> {
+    use tungstenite::Error as WsError;
+    match std::error::Error::source(e)?.downcast_ref::<WsError>()? {
+        WsError::Capacity(_) => Some((close_code::FRAME_TOO_LARGE, "frame too large")),
+        WsError::Utf8(_) => Some((close_code::INVALID_PAYLOAD, "text frame is not UTF-8")),
+        WsError::Protocol(_) => Some((close_code::PROTOCOL_ERROR, "websocket protocol error")),
+        _ => None,
+    }
 }
 
 /// A frame as it was read.

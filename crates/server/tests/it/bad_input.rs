@@ -86,6 +86,17 @@ async fn oversized_frames_and_messages_are_refused_and_the_connection_lives_on()
 }
 
 #[tokio::test]
+async fn a_text_frame_that_is_not_utf8_closes_with_1007() {
+    let server = Server::start("utf8", &[]);
+    let alice = server.register("alice").await;
+    let mut a = Raw::connect(&server, &alice.token).await;
+    still_serves(&mut a).await;
+    a.send_text_bytes(b"{\"id\":1,\"type\":\"ping\",\"x\":\"\xff\"}")
+        .await;
+    assert_eq!(a.close_code().await, Some(1007));
+}
+
+#[tokio::test]
 async fn a_wrong_token_is_refused_before_the_upgrade() {
     let server = Server::start("token", &[]);
     let result = tokio_tungstenite::connect_async(server.ws_url("nt_not-a-real-token")).await;

@@ -238,6 +238,14 @@ impl Raw {
             .expect("send");
     }
 
+    /// Send one text frame whose payload is `bytes` as they are, UTF-8 or not.
+    pub async fn send_text_bytes(&mut self, bytes: &[u8]) {
+        use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+        let frame = Frame::message(bytes.to_vec(), OpCode::Data(Data::Text), true);
+        self.ws.send(WsMessage::Frame(frame)).await.expect("send");
+    }
+
     /// Send a command; returns its request id.
     pub async fn command(&mut self, mut command: serde_json::Value) -> u64 {
         self.next_id += 1;
