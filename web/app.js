@@ -446,18 +446,22 @@ function buildConversationView(c) {
     enterkeyhint: 'send',
     onkeydown: onComposerKey,
     oninput: onComposerInput,
+    'aria-describedby': 'composer-note',
   }));
   dom.input.value = state.drafts.get(c.id) ?? '';
+  dom.lengthNote = h('p', { id: 'composer-note', class: 'composer-note', hidden: true });
   dom.sendButton = h('button', { class: 'send', type: 'submit', 'aria-label': 'Send', title: 'Send (Enter)', html: icons.send });
   dom.composer = h('form', { class: 'composer', onsubmit: (/** @type {Event} */ e) => { e.preventDefault(); sendFromComposer(); } },
     dom.replyBar,
-    h('div', { class: 'composer-row' }, dom.input, dom.sendButton));
+    h('div', { class: 'composer-row' }, dom.input, dom.sendButton),
+    dom.lengthNote);
   dom.details = h('aside', { class: 'details', 'aria-label': 'Conversation details', hidden: true });
   dom.pane.replaceChildren(
     h('section', { class: 'conversation', 'aria-label': title(c) }, dom.header, dom.scroller, dom.typing, dom.composer),
     dom.details,
   );
   autosize();
+  renderLengthNote();
   stick = true;
   requestAnimationFrame(() => {
     if (window.matchMedia('(min-width: 761px)').matches || document.activeElement === document.body) dom.input.focus();
@@ -906,8 +910,49 @@ function onComposerKey(event) {
   }
 }
 
+/** The largest text the server takes, from its `hello` (unknown before the first connection). */
+function messageBytesMax() {
+  return state.client?.hello?.limits?.message_bytes_max ?? 0;
+}
+
+/** From this share of the limit on, the composer counts what is left. */
+const NEAR_LIMIT = 0.9;
+
+/**
+ * How the composer's text compares with the server's size limit, counted in UTF-8 bytes as the
+ * server counts it. Short texts are not encoded: a character is at most 4 bytes.
+ * @param {string} text
+ */
+function textSize(text) {
+  const max = messageBytesMax();
+  if (!max || text.length * 4 < max * NEAR_LIMIT) return { bytes: 0, max, near: false, over: false };
+  const bytes = new TextEncoder().encode(text).length;
+  return { bytes, max, near: bytes >= max * NEAR_LIMIT, over: bytes > max };
+}
+
+/**
+ * The note under the composer: what is left near the limit, an error over it. The error is
+ * announced only when a send is refused, not at every keystroke.
+ * @param {boolean} [refused] A send was just refused for the size.
+ */
+function renderLengthNote(refused = false) {
+  const note = dom.lengthNote;
+  if (!note) return;
+  const size = textSize(dom.input.value);
+  const n = (/** @type {number} */ x) => x.toLocaleString();
+  note.hidden = !size.near;
+  note.classList.toggle('over', size.over);
+  dom.input.toggleAttribute('aria-invalid', size.over);
+  if (!size.over || !refused) note.removeAttribute('role');
+  if (refused && size.over) note.setAttribute('role', 'alert');
+  note.textContent = !size.near ? ''
+    : size.over ? `This message is too long to send: ${n(size.bytes - size.max)} bytes over the limit of ${n(size.max)} bytes. Shorten it to send it.`
+      : `${n(size.max - size.bytes)} bytes left (the limit is ${n(size.max)} bytes).`;
+}
+
 function onComposerInput() {
   autosize();
+  renderLengthNote();
   const id = state.openId;
   if (id === null) return;
   const text = dom.input.value;
@@ -921,6 +966,13 @@ function sendFromComposer() {
   if (id === null || !client) return;
   const text = dom.input.value.replace(/\s+$/, '');
   if (!text.trim()) return;
+  // The SDK refuses an over-long text before it reaches the outbox (no `sendfailed`): keep it
+  // here, where it can be shortened, and say why.
+  if (textSize(text).over) {
+    renderLengthNote(true);
+    dom.input.focus();
+    return;
+  }
   const replyTo = state.replyTo.get(id);
   client.send(id, text, { replyTo }).catch(() => {
     // Reported through `sendfailed`.
@@ -929,6 +981,7 @@ function sendFromComposer() {
   state.drafts.delete(id);
   state.replyTo.delete(id);
   autosize();
+  renderLengthNote();
   stick = true;
   schedule('pane', 'list');
 }

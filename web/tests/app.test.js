@@ -23,6 +23,7 @@ let bob;
 const suffix = String(Date.now() % 100000);
 const names = { alice: `alice${suffix}`, bob: `bob${suffix}`, carol: `carol${suffix}`, dave: `dave${suffix}` };
 const PASSWORD = 'a long enough password';
+const MESSAGE_BYTES_MAX = 4000;
 let conversationUrl = '';
 
 /**
@@ -60,7 +61,8 @@ async function openConversation(page, name) {
 }
 
 before(async () => {
-  server = await startServer({ args: ['--typing-ttl-ms', '3000'] });
+  // A size limit of its own, so that the app is seen to take it from `hello`.
+  server = await startServer({ args: ['--typing-ttl-ms', '3000', '--message-bytes-max', String(MESSAGE_BYTES_MAX)] });
   browser = await launchBrowser();
 });
 
@@ -178,6 +180,30 @@ describe('the web app', () => {
     await input.press('Backspace');
     await typing.waitFor({ state: 'detached' }).catch(() => {});
     await until(async () => !(await alice.page.locator('.typing-row.visible').count()), 'the typing indicator to go');
+  });
+
+  step('keeps a message over the size limit in the composer and says by how much', async () => {
+    const input = alice.page.getByRole('textbox', { name: 'Message' });
+    const note = alice.page.locator('#composer-note');
+    const count = await alice.page.locator('.messages .msg').count();
+    // "é" is two bytes: 1,900 of them come near the limit, 2,100 go over it.
+    await input.fill('é'.repeat(1900));
+    await until(async () => /200 bytes left/.test(await note.textContent() ?? ''), 'the counter near the limit');
+    assert.equal(await note.isVisible(), true);
+    const text = 'é'.repeat(2100);
+    await input.fill(text);
+    await input.press('Enter');
+    await alice.page.locator('#composer-note[role="alert"]', { hasText: /too long to send: 200 bytes over the limit of 4,?000 bytes/ }).waitFor();
+    assert.equal(await input.inputValue(), text, 'the text stays in the composer');
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(await alice.page.locator('.messages .msg').count(), count, 'nothing was sent');
+    await screenshot(alice.page, '06b-too-long');
+    // Shortened, it goes, and the note goes with it.
+    await input.fill('é'.repeat(20));
+    await input.press('Enter');
+    await bubbles(alice.page, 'é'.repeat(20)).waitFor();
+    assert.equal(await note.isVisible(), false);
+    assert.equal(await input.inputValue(), '');
   });
 
   step('turns ticks from sent to delivered to read', async () => {
