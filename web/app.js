@@ -4,7 +4,7 @@
 import { NatterApi, NatterClient, NatterError } from '/sdk/index.js';
 import * as fmt from './format.js';
 import { icons, logo } from './icons.js';
-import { dialog, h, reconcile, srOnly } from './ui.js';
+import { dialog, fill, h, reconcile, srOnly } from './ui.js';
 
 /** @typedef {import('/sdk/index.js').Conversation} Conversation */
 /** @typedef {import('/sdk/index.js').Message} Message */
@@ -326,7 +326,7 @@ function renderBanner() {
     banner.replaceChildren();
     return;
   }
-  banner.replaceChildren(
+  fill(banner,
     h('span', { class: 'banner-icon', html: kind === 'offline' ? icons.wifiOff : '' }, kind === 'offline' ? null : h('span', { class: 'spinner' })),
     h('span', { class: 'banner-text', text }),
     kind === 'connecting' ? null : h('button', { class: 'banner-action', type: 'button', onclick: () => state.client?.reconnectNow(), text: 'Retry now' }),
@@ -524,7 +524,7 @@ function renderDetails(c) {
   const other = peer(c);
   const members = [...c.members].sort((a, b) => (a.role === 'owner' ? -1 : b.role === 'owner' ? 1 : a.display_name.localeCompare(b.display_name)));
   const error = h('p', { class: 'form-error', role: 'alert' });
-  details.replaceChildren(
+  fill(details,
     h('div', { class: 'details-head' },
       h('h3', { text: c.kind === 'group' ? 'Group' : 'Contact' }),
       h('button', { class: 'icon-button', type: 'button', 'aria-label': 'Close details', onclick: () => toggleDetails(false), html: icons.close })),

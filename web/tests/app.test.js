@@ -313,6 +313,22 @@ describe('the web app', () => {
     await alice.page.keyboard.press('Escape');
   });
 
+  step('shows the details of a direct chat and of a group left with no stray text', async () => {
+    await openConversation(alice.page, 'Bob Chen');
+    await alice.page.getByRole('button', { name: 'Conversation details' }).click();
+    const details = alice.page.getByRole('complementary', { name: 'Conversation details' });
+    await details.locator('.details-note', { hasText: 'Online now' }).waitFor();
+    assert.doesNotMatch(await details.textContent() ?? '', /null|undefined/);
+    await alice.page.keyboard.press('Escape');
+
+    await openConversation(bob.page, 'Weekend trip');
+    await bob.page.getByRole('button', { name: 'Group details' }).click();
+    const left = bob.page.getByRole('complementary', { name: 'Conversation details' });
+    await left.locator('.member').first().waitFor();
+    assert.doesNotMatch(await left.textContent() ?? '', /null|undefined/);
+    await bob.page.keyboard.press('Escape');
+  });
+
   step('loads history as you scroll up, and sends multi-line messages with Shift+Enter', async () => {
     const erin = new NatterApi(server.url);
     const login = await erin.register({ username: `erin${suffix}`, password: PASSWORD, display_name: 'Erin Walsh' });
