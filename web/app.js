@@ -420,6 +420,9 @@ function renderPane() {
     return;
   }
   state.notice = '';
+  // Group members' presence shows in the details; the server answers only while we share a
+  // current conversation with them (protocol §9.9), so only for a group we are in.
+  if (c.kind === 'group' && isMember(c)) askPresence(c.members.map((m) => m.user_id));
   if (dom.pane.dataset.view !== `c${id}`) buildConversationView(c);
   renderHeader(c);
   renderDetails(c);
@@ -1245,10 +1248,30 @@ function onConversation(c) {
   state.conversations.set(c.id, merged);
   rememberUsers(merged);
   const other = peer(merged);
-  if (other && !state.presence.has(other.user_id) && state.client?.connected) {
-    state.client.presence([other.user_id]).catch(() => {});
-  }
+  if (other) askPresence([other.user_id]);
   schedule('list', 'pane', 'title');
+}
+
+/** The most ids one `presence` command may carry (protocol §`presence`). */
+const PRESENCE_IDS_MAX = 256;
+/** Users asked about on this connection: the server leaves out those we share nothing with. */
+const presenceAsked = new Set();
+
+/**
+ * Ask the server whether these users are online, unless already known or asked on this
+ * connection; the answers and later changes come as `presence` events.
+ * @param {number[]} userIds
+ */
+function askPresence(userIds) {
+  const client = state.client;
+  if (!client?.connected) return;
+  const ids = [...new Set(userIds)].filter((u) => u !== me() && !state.presence.has(u) && !presenceAsked.has(u));
+  for (const u of ids) presenceAsked.add(u);
+  for (let i = 0; i < ids.length; i += PRESENCE_IDS_MAX) {
+    client.presence(ids.slice(i, i + PRESENCE_IDS_MAX)).catch(() => {
+      for (const u of ids) presenceAsked.delete(u);
+    });
+  }
 }
 
 /** @param {Message} m */
@@ -1296,6 +1319,7 @@ function wire(client) {
   client.on('disconnected', () => {
     // Presence is only known while connected.
     state.presence.clear();
+    presenceAsked.clear();
     state.typing.clear();
     schedule('list', 'pane');
   });
@@ -1353,8 +1377,7 @@ async function loadConversations(client) {
     for (const c of list) onConversation(c);
     state.listLoaded = true;
     for (const [id, t] of state.timelines) if (t.stale) void refreshTimeline(id);
-    const peers = list.map(peer).filter((m) => m !== undefined).map((m) => /** @type {any} */ (m).user_id);
-    for (let i = 0; i < peers.length; i += 100) await client.presence(peers.slice(i, i + 100)).catch(() => {});
+    askPresence(list.map(peer).filter((m) => m !== undefined).map((m) => /** @type {any} */ (m).user_id));
     schedule('list', 'pane', 'title');
   } catch {
     // Retried on the next connection.
@@ -1477,6 +1500,7 @@ function startSession(session) {
   state.timelines.clear();
   state.typing.clear();
   state.presence.clear();
+  presenceAsked.clear();
   state.users.clear();
   state.failed.clear();
   state.drafts.clear();

@@ -20,6 +20,8 @@ let browser;
 let alice;
 /** @type {{page: Page, errors: string[], context: import('playwright-core').BrowserContext}} */
 let bob;
+/** @type {{page: Page, errors: string[], context: import('playwright-core').BrowserContext}} */
+let dave;
 const suffix = String(Date.now() % 100000);
 const names = { alice: `alice${suffix}`, bob: `bob${suffix}`, carol: `carol${suffix}`, dave: `dave${suffix}` };
 const PASSWORD = 'a long enough password';
@@ -86,7 +88,7 @@ function step(name, fn) {
       await fn();
     } catch (e) {
       broken = true;
-      for (const [who, app] of [['alice', alice], ['bob', bob]]) {
+      for (const [who, app] of [['alice', alice], ['bob', bob], ['dave', dave]]) {
         if (app && !app.page.isClosed()) await screenshot(app.page, `failed-${who}`).catch(() => {});
         if (app?.errors.length) console.error(`${who}'s page errors:`, app.errors);
       }
@@ -278,8 +280,14 @@ describe('the web app', () => {
   });
 
   step('creates a group, adds and removes members, and leaves it', async () => {
-    const dave = new NatterApi(server.url);
-    await dave.register({ username: names.dave, password: PASSWORD, display_name: 'Dave Okafor' });
+    const daveApi = new NatterApi(server.url);
+    await daveApi.register({ username: names.dave, password: PASSWORD, display_name: 'Dave Okafor' });
+    // Dave is online, in a group with Alice but in no direct chat with her.
+    dave = await openApp(browser, server.url);
+    await dave.page.getByLabel('Username', { exact: true }).fill(names.dave);
+    await dave.page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+    await dave.page.getByRole('button', { name: 'Sign in' }).click();
+    await dave.page.locator('.sidebar').waitFor();
     await alice.page.locator('.sidebar-header').getByRole('button', { name: 'New conversation' }).click();
     const dialog = alice.page.getByRole('dialog');
     await dialog.getByRole('tab', { name: 'New group' }).click();
@@ -300,6 +308,9 @@ describe('the web app', () => {
     await details.getByRole('button', { name: 'Add member' }).click();
     await details.locator('.member', { hasText: 'Dave Okafor' }).waitFor();
     await alice.page.locator('.system', { hasText: 'added Dave Okafor' }).waitFor();
+    // Online members show as online, also those Alice has no direct chat with.
+    await details.locator('.member', { hasText: 'Dave Okafor' }).locator('.presence-dot.online').waitFor();
+    await details.locator('.member', { hasText: 'Bob Chen' }).locator('.presence-dot.online').waitFor();
     await screenshot(alice.page, '10-group-details');
     await details.getByRole('button', { name: 'Remove Carol Diaz' }).click();
     await alice.page.locator('.system', { hasText: 'removed Carol Diaz' }).waitFor();
@@ -311,6 +322,7 @@ describe('the web app', () => {
     await bob.page.getByRole('dialog').getByRole('button', { name: 'Leave group' }).click();
     await alice.page.locator('.system', { hasText: 'Bob Chen left' }).waitFor();
     await alice.page.keyboard.press('Escape');
+    await dave.context.close();
   });
 
   step('shows the details of a direct chat and of a group left with no stray text', async () => {
@@ -443,5 +455,6 @@ describe('the web app', () => {
   step('raised no error in the pages', () => {
     assert.deepEqual(alice.errors, []);
     assert.deepEqual(bob.errors, []);
+    assert.deepEqual(dave.errors, []);
   });
 });
