@@ -99,10 +99,15 @@ function peer(c) {
   return c.kind === 'direct' ? c.members.find((m) => m.user_id !== me()) : undefined;
 }
 
-/** @param {number} id */
+/** A user's name at the start of a sentence: "You" for me. @param {number} id */
 function userName(id) {
   if (id === me()) return 'You';
   return state.users.get(id)?.display_name || state.users.get(id)?.username || 'Someone';
+}
+
+/** A user's name after the start of a sentence: "you" for me. @param {number} id */
+function userNameInSentence(id) {
+  return id === me() ? 'you' : userName(id);
 }
 
 /** @param {Conversation} c */
@@ -145,13 +150,13 @@ function systemText(m) {
     case 'created':
       return e.title ? `${userName(e.by)} created the group “${e.title}”` : `${userName(e.by)} started the conversation`;
     case 'members_added':
-      return `${userName(e.by)} added ${fmt.nameList(e.user_ids.map(userName))}`;
+      return `${userName(e.by)} added ${fmt.nameList(e.user_ids.map(userNameInSentence))}`;
     case 'member_removed':
-      return `${userName(e.by)} removed ${userName(e.user_id)}`;
+      return `${userName(e.by)} removed ${userNameInSentence(e.user_id)}`;
     case 'member_left':
       return `${userName(e.user_id)} left`;
     case 'role_changed':
-      return `${userName(e.by)} made ${userName(e.user_id)} ${e.role === 'owner' ? 'the owner' : `an ${e.role}`}`;
+      return `${userName(e.by)} made ${userNameInSentence(e.user_id)} ${e.role === 'owner' ? 'the owner' : e.role === 'admin' ? 'an admin' : 'a member'}`;
     case 'title_changed':
       return `${userName(e.by)} renamed the group to “${e.title}”`;
     default:
@@ -717,7 +722,7 @@ function messageRow(c, m, o) {
     h('span', { class: 'meta' },
       h('time', { datetime: new Date(m.sent_at_ms).toISOString(), title: fmt.fullTime(m.sent_at_ms), text: fmt.time(m.sent_at_ms) }),
       o.own ? h('span', { class: `tick ${o.tick}`, title: tickLabel, 'aria-label': tickLabel, role: 'img', html: o.tick === 'sent' ? icons.check : icons.checks }) : null)),
-  h('button', { class: 'reply-button', type: 'button', 'aria-label': `Reply to ${o.sender}`, title: 'Reply', html: icons.reply, onclick: () => startReply(c.id, m.seq) }));
+  h('button', { class: 'reply-button', type: 'button', 'aria-label': o.own ? 'Reply to yourself' : `Reply to ${o.sender}`, title: 'Reply', html: icons.reply, onclick: () => startReply(c.id, m.seq) }));
 }
 
 const LINK = /\bhttps?:\/\/[^\s<>"']+[^\s<>"'.,;:!?)\]]/g;
@@ -771,7 +776,7 @@ function quote(quoted, seq) {
   return h('button', {
     class: 'quote',
     type: 'button',
-    'aria-label': quoted ? `In reply to ${userName(quoted.sender_id)}: ${messageText(quoted)}` : 'In reply to an earlier message',
+    'aria-label': quoted ? `In reply to ${userNameInSentence(quoted.sender_id)}: ${messageText(quoted)}` : 'In reply to an earlier message',
     onclick: () => {
       const target = /** @type {HTMLElement | null} */ (dom.messages.querySelector(`[data-seq="${seq}"]`));
       if (target) {
@@ -813,7 +818,7 @@ function renderComposer(c) {
   dom.replyBar.replaceChildren(...(seq ? [
     h('span', { class: 'reply-bar-icon', html: icons.reply }),
     h('span', { class: 'reply-bar-body' },
-      h('span', { class: 'quote-name', text: quoted ? `Replying to ${userName(quoted.sender_id) === 'You' ? 'yourself' : userName(quoted.sender_id)}` : 'Replying' }),
+      h('span', { class: 'quote-name', text: quoted ? `Replying to ${quoted.sender_id === me() ? 'yourself' : userName(quoted.sender_id)}` : 'Replying' }),
       h('span', { class: 'quote-text', text: quoted ? messageText(quoted) : '' })),
     h('button', { class: 'icon-button small', type: 'button', 'aria-label': 'Cancel reply', onclick: () => cancelReply(), html: icons.close }),
   ] : []));

@@ -311,6 +311,10 @@ describe('the web app', () => {
     // Online members show as online, also those Alice has no direct chat with.
     await details.locator('.member', { hasText: 'Dave Okafor' }).locator('.presence-dot.online').waitFor();
     await details.locator('.member', { hasText: 'Bob Chen' }).locator('.presence-dot.online').waitFor();
+    // "you" in the middle of a sentence, lower case.
+    await openConversation(dave.page, 'Weekend trip');
+    await dave.page.locator('.system', { hasText: /^Alice Martin added you$/ }).waitFor();
+    assert.equal(await bubbles(alice.page, 'Packing list').getByRole('button', { name: 'Reply to yourself', exact: true }).count(), 1);
     await screenshot(alice.page, '10-group-details');
     await details.getByRole('button', { name: 'Remove Carol Diaz' }).click();
     await alice.page.locator('.system', { hasText: 'removed Carol Diaz' }).waitFor();
