@@ -646,7 +646,15 @@ function renderMessages(c) {
   if (timeline.error) items.push({ key: 'error', sig: timeline.error, build: () => h('li', { class: 'timeline-error', role: 'alert', text: timeline.error ?? '' }) });
   const seqs = [...timeline.bySeq.keys()].filter((s) => s >= timeline.low).sort((a, b) => a - b);
   const ids = new Set();
+  // Each day's messages are in a box of their own, with the day's label sticky inside it: the
+  // next day's box pushes the label out instead of the two labels stacking at the top.
+  /** @type {{key: string, items: import('./ui.js').Keyed[]}[]} */
+  const days = [];
+  /** @type {Map<number, number>} */
+  const seenDays = new Map();
   let lastDay = 0;
+  /** @type {import('./ui.js').Keyed[]} */
+  let dayItems = [];
   /** @type {Message | undefined} */
   let previous;
   for (const seq of seqs) {
@@ -656,12 +664,20 @@ function renderMessages(c) {
     if (day !== lastDay) {
       lastDay = day;
       const label = fmt.dayLabel(m.sent_at_ms);
-      items.push({ key: `d${day}`, sig: label, build: () => h('li', { class: 'day', role: 'separator' }, h('span', { text: label })) });
+      // Clocks can disagree: a day that comes back gets a key of its own.
+      const again = seenDays.get(day) ?? 0;
+      seenDays.set(day, again + 1);
+      const key = again ? `d${day}.${again}` : `d${day}`;
+      dayItems = [];
+      days.push({ key, items: dayItems });
+      items.push({ key, sig: label, build: () => h('li', { class: 'day-group' },
+        h('div', { class: 'day', role: 'separator' }, h('span', { text: label })),
+        h('ol', { class: 'day-messages' })) });
       previous = undefined;
     }
     if (m.content.type === 'system') {
       const text = systemText(m);
-      items.push({ key: `m${seq}`, sig: text, build: () => h('li', { class: 'system', dataset: { seq: String(seq) } }, h('span', { text })) });
+      dayItems.push({ key: `m${seq}`, sig: text, build: () => h('li', { class: 'system', dataset: { seq: String(seq) } }, h('span', { text })) });
       previous = undefined;
       continue;
     }
@@ -672,7 +688,7 @@ function renderMessages(c) {
     const quoted = m.reply_to ? timeline.bySeq.get(m.reply_to) : undefined;
     const sender = own ? 'You' : userName(m.sender_id);
     const sig = JSON.stringify([grouped, state_, m.reply_to ? (quoted ? messageText(quoted) + userName(quoted.sender_id) : '?') : '', sender, c.kind]);
-    items.push({ key: `m${seq}`, sig, build: () => messageRow(c, m, { own, grouped, tick: state_, quoted, sender }) });
+    dayItems.push({ key: `m${seq}`, sig, build: () => messageRow(c, m, { own, grouped, tick: state_, quoted, sender }) });
   }
   const entries = state.pending.filter((e) => e.conversation_id === c.id && !ids.has(e.client_msg_id));
   const failed = [...state.failed.values()].filter((f) => f.entry.conversation_id === c.id);
@@ -687,6 +703,12 @@ function renderMessages(c) {
 
   const before = restoreFrom;
   reconcile(dom.messages, items);
+  /** @type {Map<string, HTMLElement>} */
+  const boxes = new Map();
+  for (const child of /** @type {HTMLElement[]} */ ([...dom.messages.children])) boxes.set(child.dataset.key ?? '', child);
+  for (const day of days) {
+    reconcile(/** @type {HTMLElement} */ (boxes.get(day.key)?.querySelector('.day-messages')), day.items);
+  }
   if (before) {
     dom.scroller.scrollTop = dom.scroller.scrollHeight - before.height + before.top;
     restoreFrom = null;

@@ -390,6 +390,43 @@ describe('the web app', () => {
     assert.equal(await bubbles(alice.page, 'Plan:').locator('b').count(), 0);
   });
 
+  step('pushes the previous day’s label away instead of stacking the two at the top', async () => {
+    // Two days without waiting for midnight: the older part of the cached timeline is dated a day
+    // back, on a page of the same origin that does not run the app (which would save over it).
+    // After the reload, the refresh replaces only the newest page.
+    const chatUrl = alice.page.url();
+    await alice.page.goto(`${server.url}/favicon.svg`);
+    await alice.page.evaluate(() => {
+      const key = /** @type {string} */ (Object.keys(localStorage).find((k) => k.startsWith('natter.cache.u')));
+      const cache = JSON.parse(localStorage.getItem(key) ?? '{}');
+      for (const messages of Object.values(cache.timelines)) {
+        const top = Math.max(...messages.map((/** @type {any} */ m) => m.seq));
+        for (const m of messages) if (m.seq <= top - 45) m.sent_at_ms -= 24 * 60 * 60 * 1000;
+      }
+      localStorage.setItem(key, JSON.stringify(cache));
+    });
+    await alice.page.goto(chatUrl);
+    await alice.page.locator('.day', { hasText: 'Yesterday' }).waitFor();
+    await alice.page.locator('.day', { hasText: 'Today' }).waitFor();
+    await until(async () => await alice.page.locator('.banner').isHidden(), 'the connection');
+    await new Promise((r) => setTimeout(r, 500));
+    // Scroll until Today's label has passed the top (and sticks there).
+    const labels = await alice.page.locator('.scroller').evaluate(async (scroller) => {
+      const spans = () => [...scroller.querySelectorAll('.day span')];
+      const today = /** @type {HTMLElement} */ (spans().find((e) => e.textContent === 'Today'));
+      scroller.scrollTop += today.getBoundingClientRect().top - scroller.getBoundingClientRect().top + 150;
+      await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+      const box = (/** @type {string} */ text) => {
+        const r = /** @type {HTMLElement} */ (spans().find((e) => e.textContent === text)).getBoundingClientRect();
+        return { top: r.top - scroller.getBoundingClientRect().top, bottom: r.bottom - scroller.getBoundingClientRect().top };
+      };
+      return { today: box('Today'), yesterday: box('Yesterday') };
+    });
+    await screenshot(alice.page, '10b-day-labels');
+    assert.ok(labels.today.top >= 0 && labels.today.top < 20, `Today's label sticks at the top (${JSON.stringify(labels)})`);
+    assert.ok(labels.yesterday.bottom <= labels.today.top, `Yesterday's label is pushed away, not under Today's (${JSON.stringify(labels)})`);
+  });
+
   step('lists devices and revokes one, which signs that device out', async () => {
     const other = await openApp(browser, server.url);
     await other.page.getByLabel('Username', { exact: true }).fill(names.alice);
