@@ -493,6 +493,20 @@ describe('the web app', () => {
     await phone.context.close();
   });
 
+  step('makes avatar initials of letters and digits only', async () => {
+    const got = await alice.page.evaluate(async () => {
+      const { initials } = await import('/format.js');
+      return ['Weekend trip <b>🏕️</b>', '<Cat>', '<img src=x onerror=alert(1)>Dave', 'Alice Martin', 'bob', '!!!', '🎉', ''].map(initials);
+    });
+    assert.deepEqual(got, ['WT', 'CA', 'DA', 'AM', 'BO', '?', '🎉', '?']);
+    const daveApi = new NatterApi(server.url);
+    await daveApi.login({ username: names.dave, password: PASSWORD });
+    await daveApi.createGroup('Book club <b>📚</b>', [(await daveApi.lookupUser(names.alice)).id]);
+    const item = listItem(alice.page, 'Book club');
+    await item.waitFor();
+    assert.equal(await item.locator('.avatar').textContent(), 'BC');
+  });
+
   step('raised no error in the pages', () => {
     assert.deepEqual(alice.errors, []);
     assert.deepEqual(bob.errors, []);
