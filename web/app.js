@@ -567,7 +567,7 @@ function renderDetails(c) {
         if (!names.length) return;
         error.textContent = '';
         try {
-          const users = await Promise.all(names.map((n) => /** @type {NatterClient} */ (state.client).lookupUser(n)));
+          const users = await Promise.all(names.map((n) => findUser(/** @type {NatterClient} */ (state.client), n)));
           await state.client?.addMembers(c.id, users.map((u) => u.id));
           input.value = '';
         } catch (err) {
@@ -1040,19 +1040,54 @@ function route() {
 /** @param {unknown} e */
 function errorText(e) {
   if (e instanceof NatterError) {
+    // By code (protocol §8.2): the server's own message is for developers and may change.
     switch (e.code) {
-      case 'not_found': return e.message.replace(/`/g, '') || 'Not found.';
+      case 'not_found': return 'That is not there any more.';
       case 'not_connected':
       case 'disconnected':
       case 'timeout':
       case 'network': return 'The server cannot be reached right now. Try again in a moment.';
       case 'wrong_password': return 'Wrong username or password.';
       case 'username_taken': return 'That username is taken.';
+      case 'invalid_username': return 'A username is 3 to 32 characters: letters a–z, digits, “_”, “.” and “-”, starting with a letter or digit.';
+      case 'invalid_password': return 'A password is 8 to 256 bytes long.';
       case 'rate_limited': return 'Too many attempts. Wait a moment and try again.';
-      default: return e.message;
+      case 'message_too_large': return 'This message is too long to send.';
+      case 'frame_too_large': return 'That is too large to send.';
+      case 'not_member': return 'You are not a member of this conversation.';
+      case 'forbidden': return 'You are not allowed to do that here.';
+      case 'conflict': return 'The owner cannot leave or step down without making someone else the owner first.';
+      case 'unauthorized': return 'You are signed out. Sign in again.';
+      case 'user_disabled': return 'This account is disabled.';
+      case 'too_many_connections': return 'You are connected on too many devices or tabs at once. Close one and try again.';
+      case 'server_full':
+      case 'shutting_down':
+      case 'internal': return 'Something went wrong on the server. Try again in a moment.';
+      default: return sentence(e.message);
     }
   }
-  return String(/** @type {any} */ (e)?.message ?? e);
+  return sentence(String(/** @type {any} */ (e)?.message ?? e));
+}
+
+/** "a title is 1 to 128 characters" → "A title is 1 to 128 characters." @param {string} text */
+function sentence(text) {
+  const trimmed = text.trim().replace(/`/g, '');
+  if (!trimmed) return 'Something went wrong. Try again.';
+  return trimmed[0].toUpperCase() + trimmed.slice(1) + (/[.!?…]$/.test(trimmed) ? '' : '.');
+}
+
+/**
+ * A user by username; "no such user" said in words with the name asked for.
+ * @param {NatterClient} client
+ * @param {string} name
+ */
+async function findUser(client, name) {
+  try {
+    return await client.lookupUser(name);
+  } catch (e) {
+    if (e instanceof NatterError && e.code === 'not_found') throw new Error(`No one is called “${name}”.`);
+    throw e;
+  }
 }
 
 // ----- dialogs ------------------------------------------------------------------------------
@@ -1110,11 +1145,11 @@ async function newChatDialog() {
           if (mode === 'direct') {
             const name = username.value.trim().replace(/^@/, '');
             if (name.toLowerCase() === state.session?.user.username.toLowerCase()) throw new Error('That is you! Pick someone else.');
-            const user = await client.lookupUser(name);
+            const user = await findUser(client, name);
             close(await client.createDirect(user.id));
           } else {
             const names = members.value.split(/[\s,]+/).map((s) => s.replace(/^@/, '')).filter(Boolean);
-            const users = await Promise.all(names.map((n) => client.lookupUser(n)));
+            const users = await Promise.all(names.map((n) => findUser(client, n)));
             close(await client.createGroup(groupTitle.value.trim(), users.map((u) => u.id)));
           }
         } catch (err) {

@@ -208,6 +208,29 @@ describe('the web app', () => {
     assert.equal(await input.inputValue(), '');
   });
 
+  step('words form errors for people, not as the server’s messages', async () => {
+    const stranger = await openApp(browser, server.url);
+    await stranger.page.getByRole('button', { name: 'Create an account' }).click();
+    await stranger.page.getByLabel('Username', { exact: true }).fill('a b!');
+    await stranger.page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+    await stranger.page.getByRole('button', { name: 'Create account' }).click();
+    await stranger.page.locator('.form-error', { hasText: /^A username is 3 to 32 characters: letters a–z, digits/ }).waitFor();
+    await stranger.context.close();
+
+    await alice.page.locator('.sidebar-header').getByRole('button', { name: 'New conversation' }).click();
+    const dialog = alice.page.getByRole('dialog');
+    await dialog.getByLabel('Username', { exact: true }).fill('nosuchuser');
+    await dialog.getByRole('button', { name: 'Start chatting' }).click();
+    await dialog.locator('.form-error', { hasText: /^No one is called “nosuchuser”\.$/ }).waitFor();
+    await dialog.getByRole('tab', { name: 'New group' }).click();
+    await dialog.getByLabel('Group name').fill('Nobody here');
+    await dialog.getByLabel('Add people (usernames)').fill(`${names.bob}, nosuchuser`);
+    await dialog.getByRole('button', { name: 'Create group' }).click();
+    await dialog.locator('.form-error', { hasText: /^No one is called “nosuchuser”\.$/ }).waitFor();
+    await alice.page.keyboard.press('Escape');
+    await dialog.waitFor({ state: 'detached' });
+  });
+
   step('turns ticks from sent to delivered to read', async () => {
     // Bob looks at his list, not at the conversation.
     await bob.page.evaluate(() => { location.hash = '#/'; });
