@@ -551,13 +551,7 @@ function renderDetails(c) {
             h('span', { text: m.user_id === me() ? `${m.display_name} (you)` : m.display_name }),
             h('span', { class: 'member-meta', text: `@${m.username}${m.role !== 'member' ? ` · ${m.role}` : ''}` })),
           canManage && m.user_id !== me() && m.role !== 'owner'
-            ? h('button', { class: 'button ghost small', type: 'button', 'aria-label': `Remove ${m.display_name}`, text: 'Remove', onclick: async () => {
-              try {
-                await state.client?.removeMember(c.id, m.user_id);
-              } catch (e) {
-                error.textContent = errorText(e);
-              }
-            } })
+            ? h('button', { class: 'button ghost small', type: 'button', 'aria-label': `Remove ${m.display_name}`, text: 'Remove', onclick: () => confirmRemove(c, m) })
             : null);
       })),
       canManage ? h('form', { class: 'add-member', onsubmit: async (/** @type {Event} */ e) => {
@@ -602,6 +596,28 @@ async function confirmLeave(c) {
     location.hash = '#/';
   } catch (e) {
     await alertDialog('Could not leave', errorText(e));
+  }
+}
+
+/**
+ * Removing someone is posted to the whole group: asked first, like leaving.
+ * @param {Conversation} c
+ * @param {import('/sdk/index.js').Member} m
+ */
+async function confirmRemove(c, m) {
+  const name = m.display_name || m.username;
+  const ok = await dialog((close) => [
+    h('h2', { text: `Remove ${name} from “${title(c)}”?` }),
+    h('p', { class: 'dialog-text', text: 'They will stop getting its messages, and everyone in the group will see that you removed them. You can add them back later.' }),
+    h('div', { class: 'dialog-actions' },
+      h('button', { class: 'button ghost', type: 'button', onclick: () => close(false), text: 'Cancel' }),
+      h('button', { class: 'button danger primary', type: 'button', autofocus: true, onclick: () => close(true), text: 'Remove' })),
+  ], { label: 'Remove member' });
+  if (!ok) return;
+  try {
+    await state.client?.removeMember(c.id, m.user_id);
+  } catch (e) {
+    await alertDialog(`Could not remove ${name}`, errorText(e));
   }
 }
 

@@ -339,7 +339,17 @@ describe('the web app', () => {
     await dave.page.locator('.system', { hasText: /^Alice Martin added you$/ }).waitFor();
     assert.equal(await bubbles(alice.page, 'Packing list').getByRole('button', { name: 'Reply to yourself', exact: true }).count(), 1);
     await screenshot(alice.page, '10-group-details');
+    // Removing asks first, like leaving; cancelled, nothing happens.
     await details.getByRole('button', { name: 'Remove Carol Diaz' }).click();
+    const confirm = alice.page.getByRole('dialog', { name: 'Remove member' });
+    await confirm.getByRole('heading', { name: 'Remove Carol Diaz from “Weekend trip”?' }).waitFor();
+    await confirm.getByRole('button', { name: 'Cancel' }).click();
+    await confirm.waitFor({ state: 'detached' });
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(await details.locator('.member', { hasText: 'Carol Diaz' }).count(), 1);
+    assert.equal(await alice.page.locator('.system', { hasText: 'removed Carol Diaz' }).count(), 0);
+    await details.getByRole('button', { name: 'Remove Carol Diaz' }).click();
+    await confirm.getByRole('button', { name: 'Remove', exact: true }).click();
     await alice.page.locator('.system', { hasText: 'removed Carol Diaz' }).waitFor();
     await until(async () => (await details.locator('.member', { hasText: 'Carol Diaz' }).count()) === 0, 'Carol to leave the list');
 
