@@ -464,8 +464,9 @@ function buildConversationView(c) {
     h('div', { class: 'composer-row' }, dom.input, dom.sendButton),
     dom.lengthNote);
   dom.details = h('aside', { class: 'details', 'aria-label': 'Conversation details', hidden: true });
+  dom.jump = h('button', { class: 'jump', type: 'button', hidden: true, onclick: jumpToLatest });
   dom.pane.replaceChildren(
-    h('section', { class: 'conversation', 'aria-label': title(c) }, dom.header, dom.scroller, dom.typing, dom.composer),
+    h('section', { class: 'conversation', 'aria-label': title(c) }, dom.header, h('div', { class: 'scroll-area' }, dom.scroller, dom.jump), dom.typing, dom.composer),
     dom.details,
   );
   autosize();
@@ -640,6 +641,7 @@ function nearBottom() {
 
 function onScroll() {
   stick = nearBottom();
+  renderJump();
   const id = state.openId;
   if (id === null) return;
   const timeline = state.timelines.get(id);
@@ -733,10 +735,34 @@ function renderMessages(c) {
   }
   stick = nearBottom();
   maybeMarkRead();
+  renderJump();
   // A short first page may not fill the screen: load more until it does.
   if (timeline.hasMore && !timeline.loading && dom.scroller.scrollHeight <= dom.scroller.clientHeight + 50 && timeline.bySeq.size) {
     loadOlder(c.id);
   }
+}
+
+/** The "jump to latest" button: shown while scrolled up, with what arrived below unread. */
+function renderJump() {
+  const jump = dom.jump;
+  const c = state.openId === null ? undefined : state.conversations.get(state.openId);
+  if (!jump || !c) return;
+  const count = unread(c);
+  const text = count ? `${count > 99 ? '99+' : count} new ${count === 1 ? 'message' : 'messages'}` : '';
+  const sig = JSON.stringify([stick, text]);
+  if (jump.dataset.sig === sig) return;
+  jump.dataset.sig = sig;
+  jump.hidden = stick;
+  jump.classList.toggle('has-new', count > 0);
+  jump.setAttribute('aria-label', count ? `Jump to the latest message, ${text}` : 'Jump to the latest message');
+  fill(jump, h('span', { class: 'jump-icon', html: icons.down }), text ? h('span', { class: 'jump-text', text }) : null);
+}
+
+function jumpToLatest() {
+  dom.scroller.scrollTop = dom.scroller.scrollHeight;
+  stick = true;
+  maybeMarkRead();
+  renderJump();
 }
 
 /**

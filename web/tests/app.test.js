@@ -27,6 +27,9 @@ const names = { alice: `alice${suffix}`, bob: `bob${suffix}`, carol: `carol${suf
 const PASSWORD = 'a long enough password';
 const MESSAGE_BYTES_MAX = 4000;
 let conversationUrl = '';
+/** Erin, over REST, and her direct chat with Alice. @type {NatterApi} */
+let erin;
+let erinChatId = 0;
 
 /**
  * Register through the sign-in screen.
@@ -379,11 +382,11 @@ describe('the web app', () => {
   });
 
   step('loads history as you scroll up, and sends multi-line messages with Shift+Enter', async () => {
-    const erin = new NatterApi(server.url);
-    const login = await erin.register({ username: `erin${suffix}`, password: PASSWORD, display_name: 'Erin Walsh' });
-    void login;
+    erin = new NatterApi(server.url);
+    await erin.register({ username: `erin${suffix}`, password: PASSWORD, display_name: 'Erin Walsh' });
     const alicesId = (await erin.lookupUser(names.alice)).id;
     const chat = await erin.createDirect(alicesId);
+    erinChatId = chat.id;
     for (let i = 1; i <= 120; i++) await erin.send(chat.id, `Note ${i} of 120`);
     await listItem(alice.page, 'Erin Walsh').waitFor();
     await until(async () => (await listItem(alice.page, 'Erin Walsh').locator('.badge').textContent()) === '99+', 'a capped unread badge');
@@ -421,6 +424,25 @@ describe('the web app', () => {
     assert.equal(await link.getAttribute('href'), 'https://example.org/plan?day=2');
     assert.equal(await link.getAttribute('rel'), 'noopener noreferrer nofollow');
     assert.equal(await bubbles(alice.page, 'Plan:').locator('b').count(), 0);
+  });
+
+  step('offers to jump to the latest message while scrolled up, with the count of new ones', async () => {
+    const scroller = alice.page.locator('.scroller');
+    const jump = alice.page.locator('.jump');
+    assert.equal(await jump.isVisible(), false, 'no button at the bottom');
+    await scroller.evaluate((el) => { el.scrollTop = el.scrollHeight / 2; });
+    await jump.waitFor();
+    await erin.send(erinChatId, 'Are you still reading?');
+    await alice.page.locator('.jump', { hasText: /^1 new message$/ }).waitFor();
+    await erin.send(erinChatId, 'Hello?');
+    await alice.page.locator('.jump', { hasText: /^2 new messages$/ }).waitFor();
+    assert.equal(await listItem(alice.page, 'Erin Walsh').locator('.badge').textContent(), '2', 'not read while scrolled up');
+    await screenshot(alice.page, '10a-jump-to-latest');
+    await alice.page.getByRole('button', { name: /^Jump to the latest message, 2 new messages$/ }).click();
+    await until(async () => scroller.evaluate((el) => el.scrollHeight - el.scrollTop - el.clientHeight < 2), 'the bottom');
+    await jump.waitFor({ state: 'hidden' });
+    assert.ok(await bubbles(alice.page, 'Hello?').isVisible());
+    await until(async () => (await listItem(alice.page, 'Erin Walsh').locator('.badge').count()) === 0, 'the messages to be read');
   });
 
   step('pushes the previous day’s label away instead of stacking the two at the top', async () => {
