@@ -471,7 +471,7 @@ function buildConversationView(c) {
   );
   autosize();
   renderLengthNote();
-  stick = true;
+  stick = !(unreadMark && unreadMark.id === c.id);
   requestAnimationFrame(() => {
     if (window.matchMedia('(min-width: 761px)').matches || document.activeElement === document.body) dom.input.focus();
   });
@@ -632,6 +632,15 @@ function alertDialog(heading, text) {
 }
 
 let stick = true;
+/**
+ * Where the unread messages of the open conversation started when it was opened: a "New messages"
+ * divider goes there, and the view opens at it once that message is loaded (`placed`). Until then
+ * nothing is marked read.
+ * @type {{id: number, seq: number, placed: boolean} | null}
+ */
+let unreadMark = null;
+/** Further back than this, the divider is not worth loading history for: open at the end. */
+const UNREAD_LOAD_MAX = 500;
 let restoreFrom = /** @type {{height: number, top: number} | null} */ (null);
 
 function nearBottom() {
@@ -671,6 +680,7 @@ function renderMessages(c) {
   /** @type {Map<number, number>} */
   const seenDays = new Map();
   let lastDay = 0;
+  let dividerShown = false;
   /** @type {import('./ui.js').Keyed[]} */
   let dayItems = [];
   /** @type {Message | undefined} */
@@ -691,6 +701,11 @@ function renderMessages(c) {
       items.push({ key, sig: label, build: () => h('li', { class: 'day-group' },
         h('div', { class: 'day', role: 'separator' }, h('span', { text: label })),
         h('ol', { class: 'day-messages' })) });
+      previous = undefined;
+    }
+    if (unreadMark && unreadMark.id === c.id && seq >= unreadMark.seq && !dividerShown) {
+      dividerShown = true;
+      dayItems.push({ key: 'unread', sig: 'unread', build: () => h('li', { class: 'unread-divider', role: 'separator' }, h('span', { text: 'New messages' })) });
       previous = undefined;
     }
     if (m.content.type === 'system') {
@@ -733,6 +748,7 @@ function renderMessages(c) {
   } else if (wasNear) {
     dom.scroller.scrollTop = dom.scroller.scrollHeight;
   }
+  if (unreadMark && unreadMark.id === c.id && !unreadMark.placed) placeUnread(c, timeline);
   stick = nearBottom();
   maybeMarkRead();
   renderJump();
@@ -740,6 +756,27 @@ function renderMessages(c) {
   if (timeline.hasMore && !timeline.loading && dom.scroller.scrollHeight <= dom.scroller.clientHeight + 50 && timeline.bySeq.size) {
     loadOlder(c.id);
   }
+}
+
+/**
+ * Open at the first unread message: load back to it, then scroll so that its divider is near the
+ * top (or to the end, if everything fits).
+ * @param {Conversation} c
+ * @param {Timeline} timeline
+ */
+function placeUnread(c, timeline) {
+  const mark = /** @type {NonNullable<typeof unreadMark>} */ (unreadMark);
+  if (timeline.low > mark.seq && timeline.hasMore) {
+    if (!timeline.loading) loadOlder(c.id, timeline.low - mark.seq + 10);
+    return;
+  }
+  mark.placed = true;
+  const divider = /** @type {HTMLElement | null} */ (dom.messages.querySelector('.unread-divider'));
+  if (!divider) {
+    dom.scroller.scrollTop = dom.scroller.scrollHeight;
+    return;
+  }
+  dom.scroller.scrollTop += divider.getBoundingClientRect().top - dom.scroller.getBoundingClientRect().top - 48;
 }
 
 /** The "jump to latest" button: shown while scrolled up, with what arrived below unread. */
@@ -918,8 +955,12 @@ function ensureTimeline(c) {
   return timeline;
 }
 
-/** Load the page before the oldest loaded message. @param {number} id */
-async function loadOlder(id) {
+/**
+ * Load the page before the oldest loaded message.
+ * @param {number} id
+ * @param {number} [limit] How many, at least a page (the server lowers it to its `history_page_max`).
+ */
+async function loadOlder(id, limit = PAGE_SIZE) {
   const timeline = state.timelines.get(id);
   const client = state.client;
   if (!timeline || !client || timeline.loading || !timeline.hasMore) return;
@@ -927,7 +968,7 @@ async function loadOlder(id) {
   timeline.error = undefined;
   schedule('pane');
   try {
-    const page = await client.history(id, { before: timeline.low, limit: PAGE_SIZE });
+    const page = await client.history(id, { before: timeline.low, limit: Math.max(PAGE_SIZE, limit) });
     if (state.openId === id && dom.scroller && timeline.bySeq.size) {
       restoreFrom = { height: dom.scroller.scrollHeight, top: dom.scroller.scrollTop };
     }
@@ -950,6 +991,8 @@ function maybeMarkRead() {
   if (id === null || !client || document.visibilityState !== 'visible' || !stick) return;
   const c = state.conversations.get(id);
   if (!c || !isMember(c)) return;
+  // Not before the view is at the first unread message: loading up to it passes the bottom.
+  if (unreadMark && unreadMark.id === id && !unreadMark.placed) return;
   if (c.last_seq > myRead(c)) {
     client.markRead(c.id, c.last_seq);
     setMyRead(c, c.last_seq);
@@ -1061,6 +1104,11 @@ function sendFromComposer() {
 /** @param {number | null} id */
 function openConversation(id) {
   if (state.openId !== null && state.openId !== id) state.client?.setTyping(state.openId, false);
+  if (state.openId !== id) {
+    const c = id === null ? undefined : state.conversations.get(id);
+    const count = c ? unread(c) : 0;
+    unreadMark = c && count > 0 && count <= UNREAD_LOAD_MAX ? { id: c.id, seq: myRead(c) + 1, placed: false } : null;
+  }
   state.openId = id;
   state.detailsOpen = false;
   if (id !== null) recentlyOpened = [id, ...recentlyOpened.filter((x) => x !== id)].slice(0, CACHED_TIMELINES);

@@ -46,6 +46,12 @@ async function registerInUi(page, username, displayName) {
   await page.locator('.sidebar').waitFor();
 }
 
+/** Alice over REST, with the token of her browser (not a new device). */
+async function aliceApi() {
+  const token = await alice.page.evaluate(() => JSON.parse(localStorage.getItem('natter.session') ?? '{}').token);
+  return new NatterApi(server.url, { token });
+}
+
 /** @param {Page} page @param {string} text */
 const bubbles = (page, text) => page.locator('.messages .msg', { hasText: text });
 
@@ -390,6 +396,9 @@ describe('the web app', () => {
     for (let i = 1; i <= 120; i++) await erin.send(chat.id, `Note ${i} of 120`);
     await listItem(alice.page, 'Erin Walsh').waitFor();
     await until(async () => (await listItem(alice.page, 'Erin Walsh').locator('.badge').textContent()) === '99+', 'a capped unread badge');
+    // Read elsewhere (unread, the chat would open at the first of them, not at the newest page).
+    await (await aliceApi()).mark(chat.id, { read: 120 });
+    await until(async () => (await listItem(alice.page, 'Erin Walsh').locator('.badge').count()) === 0, 'the badge to clear');
     await openConversation(alice.page, 'Erin Walsh');
     await bubbles(alice.page, 'Note 120 of 120').waitFor();
     const shown = await alice.page.locator('.messages .msg').count();
@@ -480,6 +489,37 @@ describe('the web app', () => {
     await screenshot(alice.page, '10b-day-labels');
     assert.ok(labels.today.top >= 0 && labels.today.top < 20, `Today's label sticks at the top (${JSON.stringify(labels)})`);
     assert.ok(labels.yesterday.bottom <= labels.today.top, `Yesterday's label is pushed away, not under Today's (${JSON.stringify(labels)})`);
+  });
+
+  step('opens a conversation with unread messages at a “New messages” divider, and reads them at the end', async () => {
+    const frank = new NatterApi(server.url);
+    await frank.register({ username: `frank${suffix}`, password: PASSWORD, display_name: 'Frank Ito' });
+    const chat = await frank.createDirect((await frank.lookupUser(names.alice)).id);
+    for (let i = 1; i <= 50; i++) await frank.send(chat.id, `Earlier ${i}`);
+    await (await aliceApi()).mark(chat.id, { read: 50 });
+    for (let i = 1; i <= 70; i++) await frank.send(chat.id, `Fresh ${i}`);
+    const item = listItem(alice.page, 'Frank Ito');
+    await until(async () => (await item.locator('.badge').textContent()) === '70', 'the unread badge');
+    await openConversation(alice.page, 'Frank Ito');
+    // More than a page back: loaded, with the divider right above the first unread message, in view.
+    const divider = alice.page.locator('.unread-divider');
+    await divider.waitFor();
+    assert.equal(await divider.textContent(), 'New messages');
+    assert.equal(await divider.evaluate((el) => /** @type {HTMLElement} */ (el.nextElementSibling).dataset.seq), '51');
+    await until(async () => alice.page.locator('.scroller').evaluate((scroller) => {
+      const d = /** @type {HTMLElement} */ (scroller.querySelector('.unread-divider')).getBoundingClientRect();
+      const s = scroller.getBoundingClientRect();
+      return d.top >= s.top && d.bottom <= s.top + s.height / 2;
+    }), 'the divider in the upper half of the view');
+    await screenshot(alice.page, '10c-new-messages');
+    // Not read until shown: the newest are below, behind the jump button.
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(await item.locator('.badge').textContent(), '70');
+    await alice.page.locator('.jump', { hasText: '70 new messages' }).click();
+    await until(async () => (await item.locator('.badge').count()) === 0, 'read at the end');
+    const api = await aliceApi();
+    await until(async () => (await api.mark(chat.id, { delivered: 0 })).read_seq === 120, 'the read marker on the server');
+    assert.equal(await divider.count(), 1, 'the divider stays while the chat is open');
   });
 
   step('lists devices and revokes one, which signs that device out', async () => {
