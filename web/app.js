@@ -268,6 +268,46 @@ async function refreshTimeline(id) {
   }
 }
 
+// ----- drafts -------------------------------------------------------------------------------
+// What is written and not sent, per conversation, kept in localStorage per user so that a reload
+// does not lose it; cleared on send and on sign-out.
+
+const DRAFTS_PREFIX = 'natter.drafts.';
+/** @type {ReturnType<typeof setTimeout> | undefined} */
+let draftsTimer;
+
+const draftsKey = () => `${DRAFTS_PREFIX}u${me()}`;
+
+function loadDrafts() {
+  try {
+    const saved = JSON.parse(localStorage.getItem(draftsKey()) ?? '{}');
+    for (const [id, text] of Object.entries(saved ?? {})) {
+      if (typeof text === 'string' && text) state.drafts.set(Number(id), text);
+    }
+  } catch {
+    // Unreadable drafts are no drafts.
+  }
+}
+
+function saveDraftsSoon() {
+  if (draftsTimer || !state.session) return;
+  draftsTimer = setTimeout(() => {
+    draftsTimer = undefined;
+    saveDrafts();
+  }, 300);
+}
+
+function saveDrafts() {
+  if (!state.session) return;
+  const drafts = Object.fromEntries([...state.drafts].filter(([, text]) => text.trim()));
+  try {
+    if (Object.keys(drafts).length) localStorage.setItem(draftsKey(), JSON.stringify(drafts));
+    else localStorage.removeItem(draftsKey());
+  } catch {
+    // A full storage only costs the drafts across a reload.
+  }
+}
+
 // ----- rendering ----------------------------------------------------------------------------
 
 /** @type {Record<string, HTMLElement>} */
@@ -1072,6 +1112,7 @@ function onComposerInput() {
   if (id === null) return;
   const text = dom.input.value;
   state.drafts.set(id, text);
+  saveDraftsSoon();
   state.client?.setTyping(id, text.trim().length > 0);
 }
 
@@ -1094,6 +1135,7 @@ function sendFromComposer() {
   });
   dom.input.value = '';
   state.drafts.delete(id);
+  saveDrafts();
   state.replyTo.delete(id);
   autosize();
   renderLengthNote();
@@ -1664,6 +1706,7 @@ function startSession(session) {
   state.users.set(session.user.id, { username: session.user.username, display_name: session.user.display_name });
   recentlyOpened = [];
   loadCache();
+  loadDrafts();
   const client = new NatterClient({
     server: location.origin,
     token: session.token,
@@ -1684,9 +1727,15 @@ function startSession(session) {
 /** @param {string} [notice] @param {boolean} [revoke] */
 async function signOut(notice, revoke = true) {
   const client = state.client;
-  if (state.session) localStorage.removeItem(cacheKey());
+  if (state.session) {
+    localStorage.removeItem(cacheKey());
+    localStorage.removeItem(draftsKey());
+  }
   if (cacheTimer) clearTimeout(cacheTimer);
   cacheTimer = undefined;
+  if (draftsTimer) clearTimeout(draftsTimer);
+  draftsTimer = undefined;
+  state.drafts.clear();
   state.client = null;
   state.session = null;
   saveSession(null);
@@ -1711,7 +1760,10 @@ window.addEventListener('online', () => {
   schedule('banner');
 });
 window.addEventListener('offline', () => schedule('banner'));
-window.addEventListener('pagehide', () => saveCache());
+window.addEventListener('pagehide', () => {
+  saveCache();
+  saveDrafts();
+});
 document.addEventListener('visibilitychange', () => {
   if (document.visibilityState === 'visible') {
     state.client?.reconnectNow();

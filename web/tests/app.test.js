@@ -522,6 +522,25 @@ describe('the web app', () => {
     assert.equal(await divider.count(), 1, 'the divider stays while the chat is open');
   });
 
+  step('keeps an unsent draft across a reload, and forgets it once sent', async () => {
+    await openConversation(alice.page, 'Bob Chen');
+    const input = alice.page.getByRole('textbox', { name: 'Message' });
+    await input.fill('Half-written thought about the');
+    await openConversation(alice.page, 'Frank Ito');
+    await alice.page.reload();
+    await openConversation(alice.page, 'Bob Chen');
+    assert.equal(await input.inputValue(), 'Half-written thought about the');
+    await input.press('End');
+    await input.pressSequentially(' trains');
+    await input.press('Enter');
+    const sent = bubbles(alice.page, 'Half-written thought about the trains');
+    await until(async () => ['sent', 'delivered', 'read'].includes(await sent.getAttribute('data-state') ?? ''), 'the message to be sent');
+    await alice.page.reload();
+    await alice.page.locator('.pane-title h2', { hasText: 'Bob Chen' }).waitFor();
+    assert.equal(await input.inputValue(), '');
+    assert.equal(await alice.page.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith('natter.drafts.')).length), 0);
+  });
+
   step('lists devices and revokes one, which signs that device out', async () => {
     const other = await openApp(browser, server.url);
     await other.page.getByLabel('Username', { exact: true }).fill(names.alice);
@@ -529,6 +548,10 @@ describe('the web app', () => {
     await other.page.getByRole('button', { name: 'Sign in' }).click();
     await other.page.locator('.sidebar').waitFor();
     await listItem(other.page, 'Bob Chen').waitFor();
+    // A draft on that device goes with its sign-out.
+    await openConversation(other.page, 'Bob Chen');
+    await other.page.getByRole('textbox', { name: 'Message' }).fill('Never sent');
+    await until(async () => other.page.evaluate(() => Object.keys(localStorage).some((k) => k.startsWith('natter.drafts.'))), 'the saved draft');
 
     await alice.page.getByRole('button', { name: /Account menu/ }).click();
     await alice.page.getByRole('menuitem', { name: 'Devices' }).click();
@@ -539,6 +562,7 @@ describe('the web app', () => {
     await until(async () => (await dialog.locator('.device').count()) === 1, 'one device left');
     await alice.page.keyboard.press('Escape');
     await other.page.locator('.notice', { hasText: 'signed out' }).waitFor();
+    assert.equal(await other.page.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith('natter.drafts.')).length), 0);
     await other.context.close();
   });
 
