@@ -4,7 +4,7 @@
 import { NatterApi, NatterClient, NatterError } from '/sdk/index.js';
 import * as fmt from './format.js';
 import { icons, logo } from './icons.js';
-import { dialog, h, reconcile, srOnly } from './ui.js';
+import { dialog, fill, h, reconcile, srOnly } from './ui.js';
 
 /** @typedef {import('/sdk/index.js').Conversation} Conversation */
 /** @typedef {import('/sdk/index.js').Message} Message */
@@ -99,10 +99,15 @@ function peer(c) {
   return c.kind === 'direct' ? c.members.find((m) => m.user_id !== me()) : undefined;
 }
 
-/** @param {number} id */
+/** A user's name at the start of a sentence: "You" for me. @param {number} id */
 function userName(id) {
   if (id === me()) return 'You';
   return state.users.get(id)?.display_name || state.users.get(id)?.username || 'Someone';
+}
+
+/** A user's name after the start of a sentence: "you" for me. @param {number} id */
+function userNameInSentence(id) {
+  return id === me() ? 'you' : userName(id);
 }
 
 /** @param {Conversation} c */
@@ -145,13 +150,13 @@ function systemText(m) {
     case 'created':
       return e.title ? `${userName(e.by)} created the group “${e.title}”` : `${userName(e.by)} started the conversation`;
     case 'members_added':
-      return `${userName(e.by)} added ${fmt.nameList(e.user_ids.map(userName))}`;
+      return `${userName(e.by)} added ${fmt.nameList(e.user_ids.map(userNameInSentence))}`;
     case 'member_removed':
-      return `${userName(e.by)} removed ${userName(e.user_id)}`;
+      return `${userName(e.by)} removed ${userNameInSentence(e.user_id)}`;
     case 'member_left':
       return `${userName(e.user_id)} left`;
     case 'role_changed':
-      return `${userName(e.by)} made ${userName(e.user_id)} ${e.role === 'owner' ? 'the owner' : `an ${e.role}`}`;
+      return `${userName(e.by)} made ${userNameInSentence(e.user_id)} ${e.role === 'owner' ? 'the owner' : e.role === 'admin' ? 'an admin' : 'a member'}`;
     case 'title_changed':
       return `${userName(e.by)} renamed the group to “${e.title}”`;
     default:
@@ -263,6 +268,46 @@ async function refreshTimeline(id) {
   }
 }
 
+// ----- drafts -------------------------------------------------------------------------------
+// What is written and not sent, per conversation, kept in localStorage per user so that a reload
+// does not lose it; cleared on send and on sign-out.
+
+const DRAFTS_PREFIX = 'natter.drafts.';
+/** @type {ReturnType<typeof setTimeout> | undefined} */
+let draftsTimer;
+
+const draftsKey = () => `${DRAFTS_PREFIX}u${me()}`;
+
+function loadDrafts() {
+  try {
+    const saved = JSON.parse(localStorage.getItem(draftsKey()) ?? '{}');
+    for (const [id, text] of Object.entries(saved ?? {})) {
+      if (typeof text === 'string' && text) state.drafts.set(Number(id), text);
+    }
+  } catch {
+    // Unreadable drafts are no drafts.
+  }
+}
+
+function saveDraftsSoon() {
+  if (draftsTimer || !state.session) return;
+  draftsTimer = setTimeout(() => {
+    draftsTimer = undefined;
+    saveDrafts();
+  }, 300);
+}
+
+function saveDrafts() {
+  if (!state.session) return;
+  const drafts = Object.fromEntries([...state.drafts].filter(([, text]) => text.trim()));
+  try {
+    if (Object.keys(drafts).length) localStorage.setItem(draftsKey(), JSON.stringify(drafts));
+    else localStorage.removeItem(draftsKey());
+  } catch {
+    // A full storage only costs the drafts across a reload.
+  }
+}
+
 // ----- rendering ----------------------------------------------------------------------------
 
 /** @type {Record<string, HTMLElement>} */
@@ -326,7 +371,7 @@ function renderBanner() {
     banner.replaceChildren();
     return;
   }
-  banner.replaceChildren(
+  fill(banner,
     h('span', { class: 'banner-icon', html: kind === 'offline' ? icons.wifiOff : '' }, kind === 'offline' ? null : h('span', { class: 'spinner' })),
     h('span', { class: 'banner-text', text }),
     kind === 'connecting' ? null : h('button', { class: 'banner-action', type: 'button', onclick: () => state.client?.reconnectNow(), text: 'Retry now' }),
@@ -420,6 +465,9 @@ function renderPane() {
     return;
   }
   state.notice = '';
+  // Group members' presence shows in the details; the server answers only while we share a
+  // current conversation with them (protocol §9.9), so only for a group we are in.
+  if (c.kind === 'group' && isMember(c)) askPresence(c.members.map((m) => m.user_id));
   if (dom.pane.dataset.view !== `c${id}`) buildConversationView(c);
   renderHeader(c);
   renderDetails(c);
@@ -446,19 +494,24 @@ function buildConversationView(c) {
     enterkeyhint: 'send',
     onkeydown: onComposerKey,
     oninput: onComposerInput,
+    'aria-describedby': 'composer-note',
   }));
   dom.input.value = state.drafts.get(c.id) ?? '';
+  dom.lengthNote = h('p', { id: 'composer-note', class: 'composer-note', hidden: true });
   dom.sendButton = h('button', { class: 'send', type: 'submit', 'aria-label': 'Send', title: 'Send (Enter)', html: icons.send });
   dom.composer = h('form', { class: 'composer', onsubmit: (/** @type {Event} */ e) => { e.preventDefault(); sendFromComposer(); } },
     dom.replyBar,
-    h('div', { class: 'composer-row' }, dom.input, dom.sendButton));
+    h('div', { class: 'composer-row' }, dom.input, dom.sendButton),
+    dom.lengthNote);
   dom.details = h('aside', { class: 'details', 'aria-label': 'Conversation details', hidden: true });
+  dom.jump = h('button', { class: 'jump', type: 'button', hidden: true, onclick: jumpToLatest });
   dom.pane.replaceChildren(
-    h('section', { class: 'conversation', 'aria-label': title(c) }, dom.header, dom.scroller, dom.typing, dom.composer),
+    h('section', { class: 'conversation', 'aria-label': title(c) }, dom.header, h('div', { class: 'scroll-area' }, dom.scroller, dom.jump), dom.typing, dom.composer),
     dom.details,
   );
   autosize();
-  stick = true;
+  renderLengthNote();
+  stick = !(unreadMark && unreadMark.id === c.id);
   requestAnimationFrame(() => {
     if (window.matchMedia('(min-width: 761px)').matches || document.activeElement === document.body) dom.input.focus();
   });
@@ -520,7 +573,7 @@ function renderDetails(c) {
   const other = peer(c);
   const members = [...c.members].sort((a, b) => (a.role === 'owner' ? -1 : b.role === 'owner' ? 1 : a.display_name.localeCompare(b.display_name)));
   const error = h('p', { class: 'form-error', role: 'alert' });
-  details.replaceChildren(
+  fill(details,
     h('div', { class: 'details-head' },
       h('h3', { text: c.kind === 'group' ? 'Group' : 'Contact' }),
       h('button', { class: 'icon-button', type: 'button', 'aria-label': 'Close details', onclick: () => toggleDetails(false), html: icons.close })),
@@ -539,13 +592,7 @@ function renderDetails(c) {
             h('span', { text: m.user_id === me() ? `${m.display_name} (you)` : m.display_name }),
             h('span', { class: 'member-meta', text: `@${m.username}${m.role !== 'member' ? ` · ${m.role}` : ''}` })),
           canManage && m.user_id !== me() && m.role !== 'owner'
-            ? h('button', { class: 'button ghost small', type: 'button', 'aria-label': `Remove ${m.display_name}`, text: 'Remove', onclick: async () => {
-              try {
-                await state.client?.removeMember(c.id, m.user_id);
-              } catch (e) {
-                error.textContent = errorText(e);
-              }
-            } })
+            ? h('button', { class: 'button ghost small', type: 'button', 'aria-label': `Remove ${m.display_name}`, text: 'Remove', onclick: () => confirmRemove(c, m) })
             : null);
       })),
       canManage ? h('form', { class: 'add-member', onsubmit: async (/** @type {Event} */ e) => {
@@ -555,7 +602,7 @@ function renderDetails(c) {
         if (!names.length) return;
         error.textContent = '';
         try {
-          const users = await Promise.all(names.map((n) => /** @type {NatterClient} */ (state.client).lookupUser(n)));
+          const users = await Promise.all(names.map((n) => findUser(/** @type {NatterClient} */ (state.client), n)));
           await state.client?.addMembers(c.id, users.map((u) => u.id));
           input.value = '';
         } catch (err) {
@@ -593,6 +640,28 @@ async function confirmLeave(c) {
   }
 }
 
+/**
+ * Removing someone is posted to the whole group: asked first, like leaving.
+ * @param {Conversation} c
+ * @param {import('/sdk/index.js').Member} m
+ */
+async function confirmRemove(c, m) {
+  const name = m.display_name || m.username;
+  const ok = await dialog((close) => [
+    h('h2', { text: `Remove ${name} from “${title(c)}”?` }),
+    h('p', { class: 'dialog-text', text: 'They will stop getting its messages, and everyone in the group will see that you removed them. You can add them back later.' }),
+    h('div', { class: 'dialog-actions' },
+      h('button', { class: 'button ghost', type: 'button', onclick: () => close(false), text: 'Cancel' }),
+      h('button', { class: 'button danger primary', type: 'button', autofocus: true, onclick: () => close(true), text: 'Remove' })),
+  ], { label: 'Remove member' });
+  if (!ok) return;
+  try {
+    await state.client?.removeMember(c.id, m.user_id);
+  } catch (e) {
+    await alertDialog(`Could not remove ${name}`, errorText(e));
+  }
+}
+
 /** @param {string} heading @param {string} text */
 function alertDialog(heading, text) {
   return dialog((close) => [
@@ -603,6 +672,15 @@ function alertDialog(heading, text) {
 }
 
 let stick = true;
+/**
+ * Where the unread messages of the open conversation started when it was opened: a "New messages"
+ * divider goes there, and the view opens at it once that message is loaded (`placed`). Until then
+ * nothing is marked read.
+ * @type {{id: number, seq: number, placed: boolean} | null}
+ */
+let unreadMark = null;
+/** Further back than this, the divider is not worth loading history for: open at the end. */
+const UNREAD_LOAD_MAX = 500;
 let restoreFrom = /** @type {{height: number, top: number} | null} */ (null);
 
 function nearBottom() {
@@ -612,6 +690,7 @@ function nearBottom() {
 
 function onScroll() {
   stick = nearBottom();
+  renderJump();
   const id = state.openId;
   if (id === null) return;
   const timeline = state.timelines.get(id);
@@ -634,7 +713,16 @@ function renderMessages(c) {
   if (timeline.error) items.push({ key: 'error', sig: timeline.error, build: () => h('li', { class: 'timeline-error', role: 'alert', text: timeline.error ?? '' }) });
   const seqs = [...timeline.bySeq.keys()].filter((s) => s >= timeline.low).sort((a, b) => a - b);
   const ids = new Set();
+  // Each day's messages are in a box of their own, with the day's label sticky inside it: the
+  // next day's box pushes the label out instead of the two labels stacking at the top.
+  /** @type {{key: string, items: import('./ui.js').Keyed[]}[]} */
+  const days = [];
+  /** @type {Map<number, number>} */
+  const seenDays = new Map();
   let lastDay = 0;
+  let dividerShown = false;
+  /** @type {import('./ui.js').Keyed[]} */
+  let dayItems = [];
   /** @type {Message | undefined} */
   let previous;
   for (const seq of seqs) {
@@ -644,12 +732,25 @@ function renderMessages(c) {
     if (day !== lastDay) {
       lastDay = day;
       const label = fmt.dayLabel(m.sent_at_ms);
-      items.push({ key: `d${day}`, sig: label, build: () => h('li', { class: 'day', role: 'separator' }, h('span', { text: label })) });
+      // Clocks can disagree: a day that comes back gets a key of its own.
+      const again = seenDays.get(day) ?? 0;
+      seenDays.set(day, again + 1);
+      const key = again ? `d${day}.${again}` : `d${day}`;
+      dayItems = [];
+      days.push({ key, items: dayItems });
+      items.push({ key, sig: label, build: () => h('li', { class: 'day-group' },
+        h('div', { class: 'day', role: 'separator' }, h('span', { text: label })),
+        h('ol', { class: 'day-messages' })) });
+      previous = undefined;
+    }
+    if (unreadMark && unreadMark.id === c.id && seq >= unreadMark.seq && !dividerShown) {
+      dividerShown = true;
+      dayItems.push({ key: 'unread', sig: 'unread', build: () => h('li', { class: 'unread-divider', role: 'separator' }, h('span', { text: 'New messages' })) });
       previous = undefined;
     }
     if (m.content.type === 'system') {
       const text = systemText(m);
-      items.push({ key: `m${seq}`, sig: text, build: () => h('li', { class: 'system', dataset: { seq: String(seq) } }, h('span', { text })) });
+      dayItems.push({ key: `m${seq}`, sig: text, build: () => h('li', { class: 'system', dataset: { seq: String(seq) } }, h('span', { text })) });
       previous = undefined;
       continue;
     }
@@ -660,7 +761,7 @@ function renderMessages(c) {
     const quoted = m.reply_to ? timeline.bySeq.get(m.reply_to) : undefined;
     const sender = own ? 'You' : userName(m.sender_id);
     const sig = JSON.stringify([grouped, state_, m.reply_to ? (quoted ? messageText(quoted) + userName(quoted.sender_id) : '?') : '', sender, c.kind]);
-    items.push({ key: `m${seq}`, sig, build: () => messageRow(c, m, { own, grouped, tick: state_, quoted, sender }) });
+    dayItems.push({ key: `m${seq}`, sig, build: () => messageRow(c, m, { own, grouped, tick: state_, quoted, sender }) });
   }
   const entries = state.pending.filter((e) => e.conversation_id === c.id && !ids.has(e.client_msg_id));
   const failed = [...state.failed.values()].filter((f) => f.entry.conversation_id === c.id);
@@ -675,18 +776,70 @@ function renderMessages(c) {
 
   const before = restoreFrom;
   reconcile(dom.messages, items);
+  /** @type {Map<string, HTMLElement>} */
+  const boxes = new Map();
+  for (const child of /** @type {HTMLElement[]} */ ([...dom.messages.children])) boxes.set(child.dataset.key ?? '', child);
+  for (const day of days) {
+    reconcile(/** @type {HTMLElement} */ (boxes.get(day.key)?.querySelector('.day-messages')), day.items);
+  }
   if (before) {
     dom.scroller.scrollTop = dom.scroller.scrollHeight - before.height + before.top;
     restoreFrom = null;
   } else if (wasNear) {
     dom.scroller.scrollTop = dom.scroller.scrollHeight;
   }
+  if (unreadMark && unreadMark.id === c.id && !unreadMark.placed) placeUnread(c, timeline);
   stick = nearBottom();
   maybeMarkRead();
+  renderJump();
   // A short first page may not fill the screen: load more until it does.
   if (timeline.hasMore && !timeline.loading && dom.scroller.scrollHeight <= dom.scroller.clientHeight + 50 && timeline.bySeq.size) {
     loadOlder(c.id);
   }
+}
+
+/**
+ * Open at the first unread message: load back to it, then scroll so that its divider is near the
+ * top (or to the end, if everything fits).
+ * @param {Conversation} c
+ * @param {Timeline} timeline
+ */
+function placeUnread(c, timeline) {
+  const mark = /** @type {NonNullable<typeof unreadMark>} */ (unreadMark);
+  if (timeline.low > mark.seq && timeline.hasMore) {
+    if (!timeline.loading) loadOlder(c.id, timeline.low - mark.seq + 10);
+    return;
+  }
+  mark.placed = true;
+  const divider = /** @type {HTMLElement | null} */ (dom.messages.querySelector('.unread-divider'));
+  if (!divider) {
+    dom.scroller.scrollTop = dom.scroller.scrollHeight;
+    return;
+  }
+  dom.scroller.scrollTop += divider.getBoundingClientRect().top - dom.scroller.getBoundingClientRect().top - 48;
+}
+
+/** The "jump to latest" button: shown while scrolled up, with what arrived below unread. */
+function renderJump() {
+  const jump = dom.jump;
+  const c = state.openId === null ? undefined : state.conversations.get(state.openId);
+  if (!jump || !c) return;
+  const count = unread(c);
+  const text = count ? `${count > 99 ? '99+' : count} new ${count === 1 ? 'message' : 'messages'}` : '';
+  const sig = JSON.stringify([stick, text]);
+  if (jump.dataset.sig === sig) return;
+  jump.dataset.sig = sig;
+  jump.hidden = stick;
+  jump.classList.toggle('has-new', count > 0);
+  jump.setAttribute('aria-label', count ? `Jump to the latest message, ${text}` : 'Jump to the latest message');
+  fill(jump, h('span', { class: 'jump-icon', html: icons.down }), text ? h('span', { class: 'jump-text', text }) : null);
+}
+
+function jumpToLatest() {
+  dom.scroller.scrollTop = dom.scroller.scrollHeight;
+  stick = true;
+  maybeMarkRead();
+  renderJump();
 }
 
 /**
@@ -710,7 +863,7 @@ function messageRow(c, m, o) {
     h('span', { class: 'meta' },
       h('time', { datetime: new Date(m.sent_at_ms).toISOString(), title: fmt.fullTime(m.sent_at_ms), text: fmt.time(m.sent_at_ms) }),
       o.own ? h('span', { class: `tick ${o.tick}`, title: tickLabel, 'aria-label': tickLabel, role: 'img', html: o.tick === 'sent' ? icons.check : icons.checks }) : null)),
-  h('button', { class: 'reply-button', type: 'button', 'aria-label': `Reply to ${o.sender}`, title: 'Reply', html: icons.reply, onclick: () => startReply(c.id, m.seq) }));
+  h('button', { class: 'reply-button', type: 'button', 'aria-label': o.own ? 'Reply to yourself' : `Reply to ${o.sender}`, title: 'Reply', html: icons.reply, onclick: () => startReply(c.id, m.seq) }));
 }
 
 const LINK = /\bhttps?:\/\/[^\s<>"']+[^\s<>"'.,;:!?)\]]/g;
@@ -764,7 +917,7 @@ function quote(quoted, seq) {
   return h('button', {
     class: 'quote',
     type: 'button',
-    'aria-label': quoted ? `In reply to ${userName(quoted.sender_id)}: ${messageText(quoted)}` : 'In reply to an earlier message',
+    'aria-label': quoted ? `In reply to ${userNameInSentence(quoted.sender_id)}: ${messageText(quoted)}` : 'In reply to an earlier message',
     onclick: () => {
       const target = /** @type {HTMLElement | null} */ (dom.messages.querySelector(`[data-seq="${seq}"]`));
       if (target) {
@@ -806,7 +959,7 @@ function renderComposer(c) {
   dom.replyBar.replaceChildren(...(seq ? [
     h('span', { class: 'reply-bar-icon', html: icons.reply }),
     h('span', { class: 'reply-bar-body' },
-      h('span', { class: 'quote-name', text: quoted ? `Replying to ${userName(quoted.sender_id) === 'You' ? 'yourself' : userName(quoted.sender_id)}` : 'Replying' }),
+      h('span', { class: 'quote-name', text: quoted ? `Replying to ${quoted.sender_id === me() ? 'yourself' : userName(quoted.sender_id)}` : 'Replying' }),
       h('span', { class: 'quote-text', text: quoted ? messageText(quoted) : '' })),
     h('button', { class: 'icon-button small', type: 'button', 'aria-label': 'Cancel reply', onclick: () => cancelReply(), html: icons.close }),
   ] : []));
@@ -842,8 +995,12 @@ function ensureTimeline(c) {
   return timeline;
 }
 
-/** Load the page before the oldest loaded message. @param {number} id */
-async function loadOlder(id) {
+/**
+ * Load the page before the oldest loaded message.
+ * @param {number} id
+ * @param {number} [limit] How many, at least a page (the server lowers it to its `history_page_max`).
+ */
+async function loadOlder(id, limit = PAGE_SIZE) {
   const timeline = state.timelines.get(id);
   const client = state.client;
   if (!timeline || !client || timeline.loading || !timeline.hasMore) return;
@@ -851,7 +1008,7 @@ async function loadOlder(id) {
   timeline.error = undefined;
   schedule('pane');
   try {
-    const page = await client.history(id, { before: timeline.low, limit: PAGE_SIZE });
+    const page = await client.history(id, { before: timeline.low, limit: Math.max(PAGE_SIZE, limit) });
     if (state.openId === id && dom.scroller && timeline.bySeq.size) {
       restoreFrom = { height: dom.scroller.scrollHeight, top: dom.scroller.scrollTop };
     }
@@ -874,6 +1031,8 @@ function maybeMarkRead() {
   if (id === null || !client || document.visibilityState !== 'visible' || !stick) return;
   const c = state.conversations.get(id);
   if (!c || !isMember(c)) return;
+  // Not before the view is at the first unread message: loading up to it passes the bottom.
+  if (unreadMark && unreadMark.id === id && !unreadMark.placed) return;
   if (c.last_seq > myRead(c)) {
     client.markRead(c.id, c.last_seq);
     setMyRead(c, c.last_seq);
@@ -906,12 +1065,54 @@ function onComposerKey(event) {
   }
 }
 
+/** The largest text the server takes, from its `hello` (unknown before the first connection). */
+function messageBytesMax() {
+  return state.client?.hello?.limits?.message_bytes_max ?? 0;
+}
+
+/** From this share of the limit on, the composer counts what is left. */
+const NEAR_LIMIT = 0.9;
+
+/**
+ * How the composer's text compares with the server's size limit, counted in UTF-8 bytes as the
+ * server counts it. Short texts are not encoded: a character is at most 4 bytes.
+ * @param {string} text
+ */
+function textSize(text) {
+  const max = messageBytesMax();
+  if (!max || text.length * 4 < max * NEAR_LIMIT) return { bytes: 0, max, near: false, over: false };
+  const bytes = new TextEncoder().encode(text).length;
+  return { bytes, max, near: bytes >= max * NEAR_LIMIT, over: bytes > max };
+}
+
+/**
+ * The note under the composer: what is left near the limit, an error over it. The error is
+ * announced only when a send is refused, not at every keystroke.
+ * @param {boolean} [refused] A send was just refused for the size.
+ */
+function renderLengthNote(refused = false) {
+  const note = dom.lengthNote;
+  if (!note) return;
+  const size = textSize(dom.input.value);
+  const n = (/** @type {number} */ x) => x.toLocaleString();
+  note.hidden = !size.near;
+  note.classList.toggle('over', size.over);
+  dom.input.toggleAttribute('aria-invalid', size.over);
+  if (!size.over || !refused) note.removeAttribute('role');
+  if (refused && size.over) note.setAttribute('role', 'alert');
+  note.textContent = !size.near ? ''
+    : size.over ? `This message is too long to send: ${n(size.bytes - size.max)} bytes over the limit of ${n(size.max)} bytes. Shorten it to send it.`
+      : `${n(size.max - size.bytes)} bytes left (the limit is ${n(size.max)} bytes).`;
+}
+
 function onComposerInput() {
   autosize();
+  renderLengthNote();
   const id = state.openId;
   if (id === null) return;
   const text = dom.input.value;
   state.drafts.set(id, text);
+  saveDraftsSoon();
   state.client?.setTyping(id, text.trim().length > 0);
 }
 
@@ -921,14 +1122,23 @@ function sendFromComposer() {
   if (id === null || !client) return;
   const text = dom.input.value.replace(/\s+$/, '');
   if (!text.trim()) return;
+  // The SDK refuses an over-long text before it reaches the outbox (no `sendfailed`): keep it
+  // here, where it can be shortened, and say why.
+  if (textSize(text).over) {
+    renderLengthNote(true);
+    dom.input.focus();
+    return;
+  }
   const replyTo = state.replyTo.get(id);
   client.send(id, text, { replyTo }).catch(() => {
     // Reported through `sendfailed`.
   });
   dom.input.value = '';
   state.drafts.delete(id);
+  saveDrafts();
   state.replyTo.delete(id);
   autosize();
+  renderLengthNote();
   stick = true;
   schedule('pane', 'list');
 }
@@ -936,6 +1146,11 @@ function sendFromComposer() {
 /** @param {number | null} id */
 function openConversation(id) {
   if (state.openId !== null && state.openId !== id) state.client?.setTyping(state.openId, false);
+  if (state.openId !== id) {
+    const c = id === null ? undefined : state.conversations.get(id);
+    const count = c ? unread(c) : 0;
+    unreadMark = c && count > 0 && count <= UNREAD_LOAD_MAX ? { id: c.id, seq: myRead(c) + 1, placed: false } : null;
+  }
   state.openId = id;
   state.detailsOpen = false;
   if (id !== null) recentlyOpened = [id, ...recentlyOpened.filter((x) => x !== id)].slice(0, CACHED_TIMELINES);
@@ -957,19 +1172,54 @@ function route() {
 /** @param {unknown} e */
 function errorText(e) {
   if (e instanceof NatterError) {
+    // By code (protocol §8.2): the server's own message is for developers and may change.
     switch (e.code) {
-      case 'not_found': return e.message.replace(/`/g, '') || 'Not found.';
+      case 'not_found': return 'That is not there any more.';
       case 'not_connected':
       case 'disconnected':
       case 'timeout':
       case 'network': return 'The server cannot be reached right now. Try again in a moment.';
       case 'wrong_password': return 'Wrong username or password.';
       case 'username_taken': return 'That username is taken.';
+      case 'invalid_username': return 'A username is 3 to 32 characters: letters a–z, digits, “_”, “.” and “-”, starting with a letter or digit.';
+      case 'invalid_password': return 'A password is 8 to 256 bytes long.';
       case 'rate_limited': return 'Too many attempts. Wait a moment and try again.';
-      default: return e.message;
+      case 'message_too_large': return 'This message is too long to send.';
+      case 'frame_too_large': return 'That is too large to send.';
+      case 'not_member': return 'You are not a member of this conversation.';
+      case 'forbidden': return 'You are not allowed to do that here.';
+      case 'conflict': return 'The owner cannot leave or step down without making someone else the owner first.';
+      case 'unauthorized': return 'You are signed out. Sign in again.';
+      case 'user_disabled': return 'This account is disabled.';
+      case 'too_many_connections': return 'You are connected on too many devices or tabs at once. Close one and try again.';
+      case 'server_full':
+      case 'shutting_down':
+      case 'internal': return 'Something went wrong on the server. Try again in a moment.';
+      default: return sentence(e.message);
     }
   }
-  return String(/** @type {any} */ (e)?.message ?? e);
+  return sentence(String(/** @type {any} */ (e)?.message ?? e));
+}
+
+/** "a title is 1 to 128 characters" → "A title is 1 to 128 characters." @param {string} text */
+function sentence(text) {
+  const trimmed = text.trim().replace(/`/g, '');
+  if (!trimmed) return 'Something went wrong. Try again.';
+  return trimmed[0].toUpperCase() + trimmed.slice(1) + (/[.!?…]$/.test(trimmed) ? '' : '.');
+}
+
+/**
+ * A user by username; "no such user" said in words with the name asked for.
+ * @param {NatterClient} client
+ * @param {string} name
+ */
+async function findUser(client, name) {
+  try {
+    return await client.lookupUser(name);
+  } catch (e) {
+    if (e instanceof NatterError && e.code === 'not_found') throw new Error(`No one is called “${name}”.`);
+    throw e;
+  }
 }
 
 // ----- dialogs ------------------------------------------------------------------------------
@@ -1027,11 +1277,11 @@ async function newChatDialog() {
           if (mode === 'direct') {
             const name = username.value.trim().replace(/^@/, '');
             if (name.toLowerCase() === state.session?.user.username.toLowerCase()) throw new Error('That is you! Pick someone else.');
-            const user = await client.lookupUser(name);
+            const user = await findUser(client, name);
             close(await client.createDirect(user.id));
           } else {
             const names = members.value.split(/[\s,]+/).map((s) => s.replace(/^@/, '')).filter(Boolean);
-            const users = await Promise.all(names.map((n) => client.lookupUser(n)));
+            const users = await Promise.all(names.map((n) => findUser(client, n)));
             close(await client.createGroup(groupTitle.value.trim(), users.map((u) => u.id)));
           }
         } catch (err) {
@@ -1192,10 +1442,30 @@ function onConversation(c) {
   state.conversations.set(c.id, merged);
   rememberUsers(merged);
   const other = peer(merged);
-  if (other && !state.presence.has(other.user_id) && state.client?.connected) {
-    state.client.presence([other.user_id]).catch(() => {});
-  }
+  if (other) askPresence([other.user_id]);
   schedule('list', 'pane', 'title');
+}
+
+/** The most ids one `presence` command may carry (protocol §`presence`). */
+const PRESENCE_IDS_MAX = 256;
+/** Users asked about on this connection: the server leaves out those we share nothing with. */
+const presenceAsked = new Set();
+
+/**
+ * Ask the server whether these users are online, unless already known or asked on this
+ * connection; the answers and later changes come as `presence` events.
+ * @param {number[]} userIds
+ */
+function askPresence(userIds) {
+  const client = state.client;
+  if (!client?.connected) return;
+  const ids = [...new Set(userIds)].filter((u) => u !== me() && !state.presence.has(u) && !presenceAsked.has(u));
+  for (const u of ids) presenceAsked.add(u);
+  for (let i = 0; i < ids.length; i += PRESENCE_IDS_MAX) {
+    client.presence(ids.slice(i, i + PRESENCE_IDS_MAX)).catch(() => {
+      for (const u of ids) presenceAsked.delete(u);
+    });
+  }
 }
 
 /** @param {Message} m */
@@ -1243,6 +1513,7 @@ function wire(client) {
   client.on('disconnected', () => {
     // Presence is only known while connected.
     state.presence.clear();
+    presenceAsked.clear();
     state.typing.clear();
     schedule('list', 'pane');
   });
@@ -1300,8 +1571,7 @@ async function loadConversations(client) {
     for (const c of list) onConversation(c);
     state.listLoaded = true;
     for (const [id, t] of state.timelines) if (t.stale) void refreshTimeline(id);
-    const peers = list.map(peer).filter((m) => m !== undefined).map((m) => /** @type {any} */ (m).user_id);
-    for (let i = 0; i < peers.length; i += 100) await client.presence(peers.slice(i, i + 100)).catch(() => {});
+    askPresence(list.map(peer).filter((m) => m !== undefined).map((m) => /** @type {any} */ (m).user_id));
     schedule('list', 'pane', 'title');
   } catch {
     // Retried on the next connection.
@@ -1424,6 +1694,7 @@ function startSession(session) {
   state.timelines.clear();
   state.typing.clear();
   state.presence.clear();
+  presenceAsked.clear();
   state.users.clear();
   state.failed.clear();
   state.drafts.clear();
@@ -1435,6 +1706,7 @@ function startSession(session) {
   state.users.set(session.user.id, { username: session.user.username, display_name: session.user.display_name });
   recentlyOpened = [];
   loadCache();
+  loadDrafts();
   const client = new NatterClient({
     server: location.origin,
     token: session.token,
@@ -1455,9 +1727,15 @@ function startSession(session) {
 /** @param {string} [notice] @param {boolean} [revoke] */
 async function signOut(notice, revoke = true) {
   const client = state.client;
-  if (state.session) localStorage.removeItem(cacheKey());
+  if (state.session) {
+    localStorage.removeItem(cacheKey());
+    localStorage.removeItem(draftsKey());
+  }
   if (cacheTimer) clearTimeout(cacheTimer);
   cacheTimer = undefined;
+  if (draftsTimer) clearTimeout(draftsTimer);
+  draftsTimer = undefined;
+  state.drafts.clear();
   state.client = null;
   state.session = null;
   saveSession(null);
@@ -1482,7 +1760,10 @@ window.addEventListener('online', () => {
   schedule('banner');
 });
 window.addEventListener('offline', () => schedule('banner'));
-window.addEventListener('pagehide', () => saveCache());
+window.addEventListener('pagehide', () => {
+  saveCache();
+  saveDrafts();
+});
 document.addEventListener('visibilitychange', () => {
   if (document.visibilityState === 'visible') {
     state.client?.reconnectNow();

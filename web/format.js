@@ -66,12 +66,24 @@ export function lastSeen(ms, now = Date.now()) {
   return `last seen ${dateFormat.format(ms)}`;
 }
 
-/** Up to two initials of a name. @param {string} name */
+const LETTER = /[\p{L}\p{N}]/u;
+const PICTURE = /\p{Extended_Pictographic}/u;
+const TAG = /<[^<>]*>/g;
+
+/**
+ * Up to two initials of a name, from letters and digits only: "Alice Martin" → "AM", "Bob" → "BO",
+ * "Weekend trip <b>🏕️</b>" → "WT" (what looks like markup counts only when nothing else is left:
+ * "<Cat>" → "CA"). A name without letters or digits gets its first emoji, or "?".
+ * @param {string} name
+ */
 export function initials(name) {
-  const words = name.trim().split(/\s+/).filter(Boolean);
-  if (!words.length) return '?';
-  const letters = words.length === 1 ? [...words[0]].slice(0, 2) : [[...words[0]][0], [...words[words.length - 1]][0]];
-  return letters.join('').toUpperCase();
+  const letters = (/** @type {string} */ text) => [...text].filter((ch) => LETTER.test(ch));
+  const untagged = name.replace(TAG, ' ');
+  const text = letters(untagged).length ? untagged : name;
+  const words = text.split(/\s+/).map(letters).filter((w) => w.length);
+  if (!words.length) return [...name].find((ch) => PICTURE.test(ch)) ?? '?';
+  const picked = words.length === 1 ? words[0].slice(0, 2) : [words[0][0], words[words.length - 1][0]];
+  return picked.join('').toUpperCase();
 }
 
 /** A stable colour index (0–7) for a user or conversation. @param {number | string} key */

@@ -6,6 +6,7 @@ const svg = (/** @type {string} */ body, size = 20) =>
 export const icons = {
   send: svg('<path d="M22 2 11 13"/><path d="m22 2-7 20-4-9-9-4Z"/>'),
   back: svg('<path d="m15 18-6-6 6-6"/>'),
+  down: svg('<path d="M12 5v14"/><path d="m19 12-7 7-7-7"/>', 18),
   compose: svg('<path d="M12 20h9"/><path d="M16.5 3.5a2.1 2.1 0 0 1 3 3L7 19l-4 1 1-4Z"/>'),
   more: svg('<circle cx="12" cy="5" r="1"/><circle cx="12" cy="12" r="1"/><circle cx="12" cy="19" r="1"/>'),
   info: svg('<circle cx="12" cy="12" r="10"/><path d="M12 16v-4"/><path d="M12 8h.01"/>'),

@@ -25,6 +25,17 @@ export function h(tag, attrs, ...children) {
   return el;
 }
 
+/**
+ * Replace `el`'s children. Unlike the DOM's `replaceChildren`, which shows a `null` as the text
+ * "null", it skips what `h` skips.
+ * @param {HTMLElement} el
+ * @param {...(Node | string | null | undefined | false | (Node | string | null | undefined | false)[])} children
+ */
+export function fill(el, ...children) {
+  el.replaceChildren();
+  append(el, children);
+}
+
 /** @param {HTMLElement} el @param {any[]} children */
 function append(el, children) {
   for (const child of children.flat()) {

@@ -20,10 +20,16 @@ let browser;
 let alice;
 /** @type {{page: Page, errors: string[], context: import('playwright-core').BrowserContext}} */
 let bob;
+/** @type {{page: Page, errors: string[], context: import('playwright-core').BrowserContext}} */
+let dave;
 const suffix = String(Date.now() % 100000);
 const names = { alice: `alice${suffix}`, bob: `bob${suffix}`, carol: `carol${suffix}`, dave: `dave${suffix}` };
 const PASSWORD = 'a long enough password';
+const MESSAGE_BYTES_MAX = 4000;
 let conversationUrl = '';
+/** Erin, over REST, and her direct chat with Alice. @type {NatterApi} */
+let erin;
+let erinChatId = 0;
 
 /**
  * Register through the sign-in screen.
@@ -38,6 +44,12 @@ async function registerInUi(page, username, displayName) {
   await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
   await page.getByRole('button', { name: 'Create account' }).click();
   await page.locator('.sidebar').waitFor();
+}
+
+/** Alice over REST, with the token of her browser (not a new device). */
+async function aliceApi() {
+  const token = await alice.page.evaluate(() => JSON.parse(localStorage.getItem('natter.session') ?? '{}').token);
+  return new NatterApi(server.url, { token });
 }
 
 /** @param {Page} page @param {string} text */
@@ -60,7 +72,8 @@ async function openConversation(page, name) {
 }
 
 before(async () => {
-  server = await startServer({ args: ['--typing-ttl-ms', '3000'] });
+  // A size limit of its own, so that the app is seen to take it from `hello`.
+  server = await startServer({ args: ['--typing-ttl-ms', '3000', '--message-bytes-max', String(MESSAGE_BYTES_MAX)] });
   browser = await launchBrowser();
 });
 
@@ -84,7 +97,7 @@ function step(name, fn) {
       await fn();
     } catch (e) {
       broken = true;
-      for (const [who, app] of [['alice', alice], ['bob', bob]]) {
+      for (const [who, app] of [['alice', alice], ['bob', bob], ['dave', dave]]) {
         if (app && !app.page.isClosed()) await screenshot(app.page, `failed-${who}`).catch(() => {});
         if (app?.errors.length) console.error(`${who}'s page errors:`, app.errors);
       }
@@ -180,6 +193,53 @@ describe('the web app', () => {
     await until(async () => !(await alice.page.locator('.typing-row.visible').count()), 'the typing indicator to go');
   });
 
+  step('keeps a message over the size limit in the composer and says by how much', async () => {
+    const input = alice.page.getByRole('textbox', { name: 'Message' });
+    const note = alice.page.locator('#composer-note');
+    const count = await alice.page.locator('.messages .msg').count();
+    // "é" is two bytes: 1,900 of them come near the limit, 2,100 go over it.
+    await input.fill('é'.repeat(1900));
+    await until(async () => /200 bytes left/.test(await note.textContent() ?? ''), 'the counter near the limit');
+    assert.equal(await note.isVisible(), true);
+    const text = 'é'.repeat(2100);
+    await input.fill(text);
+    await input.press('Enter');
+    await alice.page.locator('#composer-note[role="alert"]', { hasText: /too long to send: 200 bytes over the limit of 4,?000 bytes/ }).waitFor();
+    assert.equal(await input.inputValue(), text, 'the text stays in the composer');
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(await alice.page.locator('.messages .msg').count(), count, 'nothing was sent');
+    await screenshot(alice.page, '06b-too-long');
+    // Shortened, it goes, and the note goes with it.
+    await input.fill('é'.repeat(20));
+    await input.press('Enter');
+    await bubbles(alice.page, 'é'.repeat(20)).waitFor();
+    assert.equal(await note.isVisible(), false);
+    assert.equal(await input.inputValue(), '');
+  });
+
+  step('words form errors for people, not as the server’s messages', async () => {
+    const stranger = await openApp(browser, server.url);
+    await stranger.page.getByRole('button', { name: 'Create an account' }).click();
+    await stranger.page.getByLabel('Username', { exact: true }).fill('a b!');
+    await stranger.page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+    await stranger.page.getByRole('button', { name: 'Create account' }).click();
+    await stranger.page.locator('.form-error', { hasText: /^A username is 3 to 32 characters: letters a–z, digits/ }).waitFor();
+    await stranger.context.close();
+
+    await alice.page.locator('.sidebar-header').getByRole('button', { name: 'New conversation' }).click();
+    const dialog = alice.page.getByRole('dialog');
+    await dialog.getByLabel('Username', { exact: true }).fill('nosuchuser');
+    await dialog.getByRole('button', { name: 'Start chatting' }).click();
+    await dialog.locator('.form-error', { hasText: /^No one is called “nosuchuser”\.$/ }).waitFor();
+    await dialog.getByRole('tab', { name: 'New group' }).click();
+    await dialog.getByLabel('Group name').fill('Nobody here');
+    await dialog.getByLabel('Add people (usernames)').fill(`${names.bob}, nosuchuser`);
+    await dialog.getByRole('button', { name: 'Create group' }).click();
+    await dialog.locator('.form-error', { hasText: /^No one is called “nosuchuser”\.$/ }).waitFor();
+    await alice.page.keyboard.press('Escape');
+    await dialog.waitFor({ state: 'detached' });
+  });
+
   step('turns ticks from sent to delivered to read', async () => {
     // Bob looks at his list, not at the conversation.
     await bob.page.evaluate(() => { location.hash = '#/'; });
@@ -252,8 +312,14 @@ describe('the web app', () => {
   });
 
   step('creates a group, adds and removes members, and leaves it', async () => {
-    const dave = new NatterApi(server.url);
-    await dave.register({ username: names.dave, password: PASSWORD, display_name: 'Dave Okafor' });
+    const daveApi = new NatterApi(server.url);
+    await daveApi.register({ username: names.dave, password: PASSWORD, display_name: 'Dave Okafor' });
+    // Dave is online, in a group with Alice but in no direct chat with her.
+    dave = await openApp(browser, server.url);
+    await dave.page.getByLabel('Username', { exact: true }).fill(names.dave);
+    await dave.page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+    await dave.page.getByRole('button', { name: 'Sign in' }).click();
+    await dave.page.locator('.sidebar').waitFor();
     await alice.page.locator('.sidebar-header').getByRole('button', { name: 'New conversation' }).click();
     const dialog = alice.page.getByRole('dialog');
     await dialog.getByRole('tab', { name: 'New group' }).click();
@@ -274,8 +340,25 @@ describe('the web app', () => {
     await details.getByRole('button', { name: 'Add member' }).click();
     await details.locator('.member', { hasText: 'Dave Okafor' }).waitFor();
     await alice.page.locator('.system', { hasText: 'added Dave Okafor' }).waitFor();
+    // Online members show as online, also those Alice has no direct chat with.
+    await details.locator('.member', { hasText: 'Dave Okafor' }).locator('.presence-dot.online').waitFor();
+    await details.locator('.member', { hasText: 'Bob Chen' }).locator('.presence-dot.online').waitFor();
+    // "you" in the middle of a sentence, lower case.
+    await openConversation(dave.page, 'Weekend trip');
+    await dave.page.locator('.system', { hasText: /^Alice Martin added you$/ }).waitFor();
+    assert.equal(await bubbles(alice.page, 'Packing list').getByRole('button', { name: 'Reply to yourself', exact: true }).count(), 1);
     await screenshot(alice.page, '10-group-details');
+    // Removing asks first, like leaving; cancelled, nothing happens.
     await details.getByRole('button', { name: 'Remove Carol Diaz' }).click();
+    const confirm = alice.page.getByRole('dialog', { name: 'Remove member' });
+    await confirm.getByRole('heading', { name: 'Remove Carol Diaz from “Weekend trip”?' }).waitFor();
+    await confirm.getByRole('button', { name: 'Cancel' }).click();
+    await confirm.waitFor({ state: 'detached' });
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(await details.locator('.member', { hasText: 'Carol Diaz' }).count(), 1);
+    assert.equal(await alice.page.locator('.system', { hasText: 'removed Carol Diaz' }).count(), 0);
+    await details.getByRole('button', { name: 'Remove Carol Diaz' }).click();
+    await confirm.getByRole('button', { name: 'Remove', exact: true }).click();
     await alice.page.locator('.system', { hasText: 'removed Carol Diaz' }).waitFor();
     await until(async () => (await details.locator('.member', { hasText: 'Carol Diaz' }).count()) === 0, 'Carol to leave the list');
 
@@ -285,17 +368,37 @@ describe('the web app', () => {
     await bob.page.getByRole('dialog').getByRole('button', { name: 'Leave group' }).click();
     await alice.page.locator('.system', { hasText: 'Bob Chen left' }).waitFor();
     await alice.page.keyboard.press('Escape');
+    await dave.context.close();
+  });
+
+  step('shows the details of a direct chat and of a group left with no stray text', async () => {
+    await openConversation(alice.page, 'Bob Chen');
+    await alice.page.getByRole('button', { name: 'Conversation details' }).click();
+    const details = alice.page.getByRole('complementary', { name: 'Conversation details' });
+    await details.locator('.details-note', { hasText: 'Online now' }).waitFor();
+    assert.doesNotMatch(await details.textContent() ?? '', /null|undefined/);
+    await alice.page.keyboard.press('Escape');
+
+    await openConversation(bob.page, 'Weekend trip');
+    await bob.page.getByRole('button', { name: 'Group details' }).click();
+    const left = bob.page.getByRole('complementary', { name: 'Conversation details' });
+    await left.locator('.member').first().waitFor();
+    assert.doesNotMatch(await left.textContent() ?? '', /null|undefined/);
+    await bob.page.keyboard.press('Escape');
   });
 
   step('loads history as you scroll up, and sends multi-line messages with Shift+Enter', async () => {
-    const erin = new NatterApi(server.url);
-    const login = await erin.register({ username: `erin${suffix}`, password: PASSWORD, display_name: 'Erin Walsh' });
-    void login;
+    erin = new NatterApi(server.url);
+    await erin.register({ username: `erin${suffix}`, password: PASSWORD, display_name: 'Erin Walsh' });
     const alicesId = (await erin.lookupUser(names.alice)).id;
     const chat = await erin.createDirect(alicesId);
+    erinChatId = chat.id;
     for (let i = 1; i <= 120; i++) await erin.send(chat.id, `Note ${i} of 120`);
     await listItem(alice.page, 'Erin Walsh').waitFor();
     await until(async () => (await listItem(alice.page, 'Erin Walsh').locator('.badge').textContent()) === '99+', 'a capped unread badge');
+    // Read elsewhere (unread, the chat would open at the first of them, not at the newest page).
+    await (await aliceApi()).mark(chat.id, { read: 120 });
+    await until(async () => (await listItem(alice.page, 'Erin Walsh').locator('.badge').count()) === 0, 'the badge to clear');
     await openConversation(alice.page, 'Erin Walsh');
     await bubbles(alice.page, 'Note 120 of 120').waitFor();
     const shown = await alice.page.locator('.messages .msg').count();
@@ -332,6 +435,112 @@ describe('the web app', () => {
     assert.equal(await bubbles(alice.page, 'Plan:').locator('b').count(), 0);
   });
 
+  step('offers to jump to the latest message while scrolled up, with the count of new ones', async () => {
+    const scroller = alice.page.locator('.scroller');
+    const jump = alice.page.locator('.jump');
+    assert.equal(await jump.isVisible(), false, 'no button at the bottom');
+    await scroller.evaluate((el) => { el.scrollTop = el.scrollHeight / 2; });
+    await jump.waitFor();
+    await erin.send(erinChatId, 'Are you still reading?');
+    await alice.page.locator('.jump', { hasText: /^1 new message$/ }).waitFor();
+    await erin.send(erinChatId, 'Hello?');
+    await alice.page.locator('.jump', { hasText: /^2 new messages$/ }).waitFor();
+    assert.equal(await listItem(alice.page, 'Erin Walsh').locator('.badge').textContent(), '2', 'not read while scrolled up');
+    await screenshot(alice.page, '10a-jump-to-latest');
+    await alice.page.getByRole('button', { name: /^Jump to the latest message, 2 new messages$/ }).click();
+    await until(async () => scroller.evaluate((el) => el.scrollHeight - el.scrollTop - el.clientHeight < 2), 'the bottom');
+    await jump.waitFor({ state: 'hidden' });
+    assert.ok(await bubbles(alice.page, 'Hello?').isVisible());
+    await until(async () => (await listItem(alice.page, 'Erin Walsh').locator('.badge').count()) === 0, 'the messages to be read');
+  });
+
+  step('pushes the previous day’s label away instead of stacking the two at the top', async () => {
+    // Two days without waiting for midnight: the older part of the cached timeline is dated a day
+    // back, on a page of the same origin that does not run the app (which would save over it).
+    // After the reload, the refresh replaces only the newest page.
+    const chatUrl = alice.page.url();
+    await alice.page.goto(`${server.url}/favicon.svg`);
+    await alice.page.evaluate(() => {
+      const key = /** @type {string} */ (Object.keys(localStorage).find((k) => k.startsWith('natter.cache.u')));
+      const cache = JSON.parse(localStorage.getItem(key) ?? '{}');
+      for (const messages of Object.values(cache.timelines)) {
+        const top = Math.max(...messages.map((/** @type {any} */ m) => m.seq));
+        for (const m of messages) if (m.seq <= top - 45) m.sent_at_ms -= 24 * 60 * 60 * 1000;
+      }
+      localStorage.setItem(key, JSON.stringify(cache));
+    });
+    await alice.page.goto(chatUrl);
+    await alice.page.locator('.day', { hasText: 'Yesterday' }).waitFor();
+    await alice.page.locator('.day', { hasText: 'Today' }).waitFor();
+    await until(async () => await alice.page.locator('.banner').isHidden(), 'the connection');
+    await new Promise((r) => setTimeout(r, 500));
+    // Scroll until Today's label has passed the top (and sticks there).
+    const labels = await alice.page.locator('.scroller').evaluate(async (scroller) => {
+      const spans = () => [...scroller.querySelectorAll('.day span')];
+      const today = /** @type {HTMLElement} */ (spans().find((e) => e.textContent === 'Today'));
+      scroller.scrollTop += today.getBoundingClientRect().top - scroller.getBoundingClientRect().top + 150;
+      await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+      const box = (/** @type {string} */ text) => {
+        const r = /** @type {HTMLElement} */ (spans().find((e) => e.textContent === text)).getBoundingClientRect();
+        return { top: r.top - scroller.getBoundingClientRect().top, bottom: r.bottom - scroller.getBoundingClientRect().top };
+      };
+      return { today: box('Today'), yesterday: box('Yesterday') };
+    });
+    await screenshot(alice.page, '10b-day-labels');
+    assert.ok(labels.today.top >= 0 && labels.today.top < 20, `Today's label sticks at the top (${JSON.stringify(labels)})`);
+    assert.ok(labels.yesterday.bottom <= labels.today.top, `Yesterday's label is pushed away, not under Today's (${JSON.stringify(labels)})`);
+  });
+
+  step('opens a conversation with unread messages at a “New messages” divider, and reads them at the end', async () => {
+    const frank = new NatterApi(server.url);
+    await frank.register({ username: `frank${suffix}`, password: PASSWORD, display_name: 'Frank Ito' });
+    const chat = await frank.createDirect((await frank.lookupUser(names.alice)).id);
+    for (let i = 1; i <= 50; i++) await frank.send(chat.id, `Earlier ${i}`);
+    await (await aliceApi()).mark(chat.id, { read: 50 });
+    for (let i = 1; i <= 70; i++) await frank.send(chat.id, `Fresh ${i}`);
+    const item = listItem(alice.page, 'Frank Ito');
+    await until(async () => (await item.locator('.badge').textContent()) === '70', 'the unread badge');
+    await openConversation(alice.page, 'Frank Ito');
+    // More than a page back: loaded, with the divider right above the first unread message, in view.
+    const divider = alice.page.locator('.unread-divider');
+    await divider.waitFor();
+    assert.equal(await divider.textContent(), 'New messages');
+    assert.equal(await divider.evaluate((el) => /** @type {HTMLElement} */ (el.nextElementSibling).dataset.seq), '51');
+    await until(async () => alice.page.locator('.scroller').evaluate((scroller) => {
+      const d = /** @type {HTMLElement} */ (scroller.querySelector('.unread-divider')).getBoundingClientRect();
+      const s = scroller.getBoundingClientRect();
+      return d.top >= s.top && d.bottom <= s.top + s.height / 2;
+    }), 'the divider in the upper half of the view');
+    await screenshot(alice.page, '10c-new-messages');
+    // Not read until shown: the newest are below, behind the jump button.
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(await item.locator('.badge').textContent(), '70');
+    await alice.page.locator('.jump', { hasText: '70 new messages' }).click();
+    await until(async () => (await item.locator('.badge').count()) === 0, 'read at the end');
+    const api = await aliceApi();
+    await until(async () => (await api.mark(chat.id, { delivered: 0 })).read_seq === 120, 'the read marker on the server');
+    assert.equal(await divider.count(), 1, 'the divider stays while the chat is open');
+  });
+
+  step('keeps an unsent draft across a reload, and forgets it once sent', async () => {
+    await openConversation(alice.page, 'Bob Chen');
+    const input = alice.page.getByRole('textbox', { name: 'Message' });
+    await input.fill('Half-written thought about the');
+    await openConversation(alice.page, 'Frank Ito');
+    await alice.page.reload();
+    await openConversation(alice.page, 'Bob Chen');
+    assert.equal(await input.inputValue(), 'Half-written thought about the');
+    await input.press('End');
+    await input.pressSequentially(' trains');
+    await input.press('Enter');
+    const sent = bubbles(alice.page, 'Half-written thought about the trains');
+    await until(async () => ['sent', 'delivered', 'read'].includes(await sent.getAttribute('data-state') ?? ''), 'the message to be sent');
+    await alice.page.reload();
+    await alice.page.locator('.pane-title h2', { hasText: 'Bob Chen' }).waitFor();
+    assert.equal(await input.inputValue(), '');
+    assert.equal(await alice.page.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith('natter.drafts.')).length), 0);
+  });
+
   step('lists devices and revokes one, which signs that device out', async () => {
     const other = await openApp(browser, server.url);
     await other.page.getByLabel('Username', { exact: true }).fill(names.alice);
@@ -339,6 +548,10 @@ describe('the web app', () => {
     await other.page.getByRole('button', { name: 'Sign in' }).click();
     await other.page.locator('.sidebar').waitFor();
     await listItem(other.page, 'Bob Chen').waitFor();
+    // A draft on that device goes with its sign-out.
+    await openConversation(other.page, 'Bob Chen');
+    await other.page.getByRole('textbox', { name: 'Message' }).fill('Never sent');
+    await until(async () => other.page.evaluate(() => Object.keys(localStorage).some((k) => k.startsWith('natter.drafts.'))), 'the saved draft');
 
     await alice.page.getByRole('button', { name: /Account menu/ }).click();
     await alice.page.getByRole('menuitem', { name: 'Devices' }).click();
@@ -349,6 +562,7 @@ describe('the web app', () => {
     await until(async () => (await dialog.locator('.device').count()) === 1, 'one device left');
     await alice.page.keyboard.press('Escape');
     await other.page.locator('.notice', { hasText: 'signed out' }).waitFor();
+    assert.equal(await other.page.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith('natter.drafts.')).length), 0);
     await other.context.close();
   });
 
@@ -398,8 +612,23 @@ describe('the web app', () => {
     await phone.context.close();
   });
 
+  step('makes avatar initials of letters and digits only', async () => {
+    const got = await alice.page.evaluate(async () => {
+      const { initials } = await import('/format.js');
+      return ['Weekend trip <b>🏕️</b>', '<Cat>', '<img src=x onerror=alert(1)>Dave', 'Alice Martin', 'bob', '!!!', '🎉', ''].map(initials);
+    });
+    assert.deepEqual(got, ['WT', 'CA', 'DA', 'AM', 'BO', '?', '🎉', '?']);
+    const daveApi = new NatterApi(server.url);
+    await daveApi.login({ username: names.dave, password: PASSWORD });
+    await daveApi.createGroup('Book club <b>📚</b>', [(await daveApi.lookupUser(names.alice)).id]);
+    const item = listItem(alice.page, 'Book club');
+    await item.waitFor();
+    assert.equal(await item.locator('.avatar').textContent(), 'BC');
+  });
+
   step('raised no error in the pages', () => {
     assert.deepEqual(alice.errors, []);
     assert.deepEqual(bob.errors, []);
+    assert.deepEqual(dave.errors, []);
   });
 });
