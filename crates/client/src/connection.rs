@@ -343,7 +343,17 @@ impl Requester {
     /// `lookup_user`: a user by username.
     pub async fn lookup_user(&self, username: &str) -> Result<User, ClientError> {
         self.request_as(Command::LookupUser {
-            username: username.to_string(),
+            username: Some(username.to_string()),
+            user_id: None,
+        })
+        .await
+    }
+
+    /// `lookup_user` by id: a user who shares or shared a conversation with you.
+    pub async fn lookup_user_by_id(&self, user_id: UserId) -> Result<User, ClientError> {
+        self.request_as(Command::LookupUser {
+            username: None,
+            user_id: Some(user_id),
         })
         .await
     }

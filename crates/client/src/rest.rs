@@ -98,6 +98,12 @@ impl RestClient {
         self.call(Method::GET, &path, None::<&Empty>).await
     }
 
+    /// `GET /v1/users/by-id/{user_id}`: a user who shares or shared a conversation with you.
+    pub async fn user_by_id(&self, user_id: UserId) -> Result<User, ClientError> {
+        let path = format!("/v1/users/by-id/{user_id}");
+        self.call(Method::GET, &path, None::<&Empty>).await
+    }
+
     /// `GET /v1/conversations`: the user's conversations, newest activity first.
     pub async fn conversations(&self) -> Result<ConversationList, ClientError> {
         self.call(Method::GET, "/v1/conversations", None::<&Empty>)

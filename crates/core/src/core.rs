@@ -272,6 +272,25 @@ impl Core {
         self.store.set_display_name(session.user.id, &name).await
     }
 
+    /// A user by id: yourself, or one who shares or shared a conversation with you. Anyone else
+    /// is `not_found`, as if absent, so that ids cannot be walked to list a server's users.
+    pub async fn lookup_user_by_id(&self, session: &Session, user_id: UserId) -> Result<User> {
+        in_range("user_id", Some(user_id))?;
+        let not_found = || Error::not_found(format!("no user {user_id} among your contacts"));
+        if user_id != session.user.id
+            && !self
+                .store
+                .shared_a_conversation(session.user.id, user_id)
+                .await?
+        {
+            return Err(not_found());
+        }
+        match self.store.user_by_id(user_id).await? {
+            Some(record) if !record.disabled => Ok(record.user),
+            _ => Err(not_found()),
+        }
+    }
+
     pub async fn lookup_user(&self, _session: &Session, username: &str) -> Result<User> {
         let not_found = || Error::not_found(format!("no user named `{username}`"));
         let Ok(name) = auth::normalize_username(username) else {

@@ -190,6 +190,8 @@ pub trait ConversationStore: Send + Sync {
     async fn conversation_ids_of(&self, user: UserId) -> Result<Vec<ConversationId>>;
     /// Whether two users are active members of one conversation together.
     async fn share_conversation(&self, a: UserId, b: UserId) -> Result<bool>;
+    /// Whether two users are or were members of one conversation, either or both having left.
+    async fn shared_a_conversation(&self, a: UserId, b: UserId) -> Result<bool>;
 }
 
 /// Messages, markers and the change stream.

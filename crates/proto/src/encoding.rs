@@ -595,7 +595,12 @@ mod tests {
                 title: "new title".into(),
             },
             Command::LookupUser {
-                username: "bob".into(),
+                username: Some("bob".into()),
+                user_id: None,
+            },
+            Command::LookupUser {
+                username: None,
+                user_id: Some(5),
             },
             Command::Presence {
                 user_ids: vec![2, 3],
@@ -941,7 +946,8 @@ mod tests {
         let mut bytes = ClientFrame {
             id: 6,
             command: Command::LookupUser {
-                username: "~".into(),
+                username: Some("~".into()),
+                user_id: None,
             },
         }
         .encode_proto();

@@ -87,8 +87,14 @@ pub enum Command {
         conversation_id: ConversationId,
         title: String,
     },
-    /// Find a user by username; answered by a [`User`].
-    LookupUser { username: String },
+    /// Find a user by username, or by id among those who share or shared a conversation with
+    /// you (exactly one of the two); answered by a [`User`].
+    LookupUser {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        username: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user_id: Option<UserId>,
+    },
     /// Presence of users who share a conversation with you; answered by [`PresenceList`].
     Presence { user_ids: Vec<UserId> },
     /// Your devices; answered by [`DeviceList`].

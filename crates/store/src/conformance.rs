@@ -323,6 +323,13 @@ pub async fn a_removed_member_reads_only_what_they_saw(store: &dyn Store) {
     assert_eq!(Some(seen.last_seq), membership.left_seq);
     assert_eq!(seen.last_message.map(|m| m.seq), membership.left_seq);
     assert!(seen.last_pos < store.conversation(id, owner).await.unwrap().last_pos);
+    // Who shared a conversation: now, or once.
+    let stranger = user(store, "stranger").await;
+    assert!(!store.share_conversation(owner, bob).await.unwrap());
+    assert!(store.shared_a_conversation(owner, bob).await.unwrap());
+    assert!(store.shared_a_conversation(bob, owner).await.unwrap());
+    assert!(!store.shared_a_conversation(owner, stranger).await.unwrap());
+    assert!(!store.shared_a_conversation(stranger, bob).await.unwrap());
 }
 
 pub async fn markers_move_forward_only_and_count_unread(store: &dyn Store) {
@@ -464,10 +471,13 @@ pub async fn sync_pages_large_and_small_hold_each_message_once(store: &dyn Store
             .unwrap();
         sent.push((id, ack.seq, ack.pos));
     }
+    // Alice's reading moves the state item of `ab` past every message of it.
+    store.mark(alice, ab, None, Some(3)).await.unwrap();
     let head = store.head().await.unwrap();
     for start in [0, sent[50].2, sent[95].2, head] {
         for limit in [500, 7] {
             let (mut cursor, mut pages, mut found) = (start, 0, Vec::new());
+            let mut states = std::collections::HashSet::new();
             loop {
                 let page = store
                     .sync_page(SyncRequest {
@@ -481,6 +491,18 @@ pub async fn sync_pages_large_and_small_hold_each_message_once(store: &dyn Store
                     .unwrap();
                 assert!(page.messages.len() <= limit as usize);
                 assert!(page.cursor >= cursor, "a page's cursor never goes back");
+                states.extend(page.conversations.iter().map(|c| c.id));
+                if start == 0 {
+                    // A client that starts from nothing never gets a message before its state.
+                    let stateless = page
+                        .messages
+                        .iter()
+                        .find(|m| !states.contains(&m.conversation_id));
+                    assert!(
+                        stateless.is_none(),
+                        "by {limit}: {stateless:?} came before its state"
+                    );
+                }
                 found.extend(
                     page.messages
                         .iter()

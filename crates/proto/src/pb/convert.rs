@@ -679,7 +679,10 @@ impl From<Command> for pb::client_frame::Command {
                 conversation_id,
                 title,
             }),
-            Command::LookupUser { username } => C::LookupUser(c::LookupUser { username }),
+            Command::LookupUser { username, user_id } => C::LookupUser(c::LookupUser {
+                username: username.unwrap_or_default(),
+                user_id: user_id.unwrap_or_default(),
+            }),
             Command::Presence { user_ids } => C::Presence(c::Presence { user_ids }),
             Command::Devices {} => C::Devices(c::Devices {}),
             Command::RevokeDevice { device_id } => C::RevokeDevice(c::RevokeDevice { device_id }),
@@ -777,7 +780,8 @@ impl TryFrom<pb::client_frame::Command> for Command {
                 title: c.title,
             },
             C::LookupUser(c) => Command::LookupUser {
-                username: c.username,
+                username: Some(c.username).filter(|name| !name.is_empty()),
+                user_id: Some(c.user_id).filter(|id| *id != 0),
             },
             C::Presence(c) => Command::Presence {
                 user_ids: c.user_ids,

@@ -209,11 +209,14 @@ pub mod command {
         #[prost(string, tag = "2")]
         pub title: ::prost::alloc::string::String,
     }
-    /// Find a user by username; answered by a User.
+    /// Find a user by username, or by id among those who share or shared a conversation with you:
+    /// exactly one of the two (an empty username and a user_id of 0 are absent); answered by a User.
     #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
     pub struct LookupUser {
         #[prost(string, tag = "1")]
         pub username: ::prost::alloc::string::String,
+        #[prost(uint64, tag = "2")]
+        pub user_id: u64,
     }
     /// Presence of users who share a conversation with you; answered by a PresenceList.
     #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

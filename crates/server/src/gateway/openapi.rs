@@ -12,7 +12,7 @@ use super::rest;
         Real-time events travel over the WebSocket at /v1/ws; see docs/protocol.md."),
     paths(
         rest::register, rest::login, rest::logout, rest::me, rest::update_me, rest::devices,
-        rest::revoke_device, rest::lookup_user, rest::conversations, rest::create_conversation,
+        rest::revoke_device, rest::lookup_user, rest::lookup_user_by_id, rest::conversations, rest::create_conversation,
         rest::conversation, rest::set_title, rest::history, rest::send, rest::add_members,
         rest::remove_member, rest::set_role, rest::leave, rest::mark, rest::sync
     ),

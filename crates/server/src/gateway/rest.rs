@@ -37,6 +37,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/devices", get(devices))
         .route("/v1/devices/{device_id}", delete(revoke_device))
         .route("/v1/users/{username}", get(lookup_user))
+        .route("/v1/users/by-id/{user_id}", get(lookup_user_by_id))
         .route(
             "/v1/conversations",
             get(conversations).post(create_conversation),
@@ -168,6 +169,17 @@ pub async fn lookup_user(
     ApiPath(username): ApiPath<String>,
 ) -> ApiResult<User> {
     Ok(Json(app.core.lookup_user(&session, &username).await?))
+}
+
+#[utoipa::path(get, path = "/v1/users/by-id/{user_id}", tag = "accounts", security(("bearer" = [])),
+    params(("user_id" = u64, Path)),
+    responses((status = 200, body = User), (status = 404, body = ErrorBody)))]
+pub async fn lookup_user_by_id(
+    State(app): App,
+    Authed(session): Authed,
+    ApiPath(user_id): ApiPath<UserId>,
+) -> ApiResult<User> {
+    Ok(Json(app.core.lookup_user_by_id(&session, user_id).await?))
 }
 
 #[utoipa::path(get, path = "/v1/conversations", tag = "conversations", security(("bearer" = [])),

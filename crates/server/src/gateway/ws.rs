@@ -695,7 +695,15 @@ async fn execute(app: &AppState, session: &Session, command: Command) -> Result<
             conversation_id,
             title,
         } => Reply::of(core.set_title(session, conversation_id, &title).await?),
-        Command::LookupUser { username } => Reply::of(core.lookup_user(session, &username).await?),
+        Command::LookupUser { username, user_id } => match (username, user_id) {
+            (Some(username), None) => Reply::of(core.lookup_user(session, &username).await?),
+            (None, Some(user_id)) => Reply::of(core.lookup_user_by_id(session, user_id).await?),
+            _ => {
+                return Err(Error::invalid(
+                    "`lookup_user` takes exactly one of `username` and `user_id`",
+                ));
+            }
+        },
         Command::Presence { user_ids } => Reply::of(core.presence(session, &user_ids).await?),
         Command::Devices {} => Reply::of(core.devices(session).await?),
         Command::RevokeDevice { device_id } => {

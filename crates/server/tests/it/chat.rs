@@ -114,6 +114,11 @@ async fn groups_follow_roles_and_outsiders_see_nothing() {
         .unwrap_err();
     assert_eq!(refused.code.as_str(), "not_member");
 
+    // Nor can she look the owner up by id: they have never shared a conversation.
+    let lookup = json!({"type": "lookup_user", "user_id": owner.user.id});
+    let refused = c.call(lookup.clone()).await.unwrap_err();
+    assert_eq!(refused.code.as_str(), "not_found");
+
     // A plain member cannot add people; the owner can, and the new member hears of it.
     let refused = b
         .call(json!({"type": "add_members", "conversation_id": group.id, "user_ids": [carol.user.id]}))
@@ -154,6 +159,21 @@ async fn groups_follow_roles_and_outsiders_see_nothing() {
         .unwrap();
     assert!(!page.to_string().contains("secret"));
     assert!(page.to_string().contains("welcome"));
+
+    // Once in a conversation together, always known by id to each other (the names of past
+    // members' messages), by WebSocket and by REST; by name, as ever, to anyone.
+    let found = c.call(lookup).await.unwrap();
+    assert_eq!(found["username"], "owner");
+    let carol_by_id = server
+        .rest()
+        .with_token(bob.token.clone())
+        .user_by_id(carol.user.id)
+        .await
+        .unwrap();
+    assert_eq!(carol_by_id.username, "carol");
+    let both = json!({"type": "lookup_user", "user_id": owner.user.id, "username": "owner"});
+    let refused = c.call(both).await.unwrap_err();
+    assert_eq!(refused.code.as_str(), "invalid_request");
 
     // The owner hands over ownership before leaving.
     let refused = o

@@ -373,6 +373,18 @@ pub async fn share_conversation<C: GenericClient>(c: &C, a: UserId, b: UserId) -
     get(&row, 0)
 }
 
+pub async fn shared_a_conversation<C: GenericClient>(c: &C, a: UserId, b: UserId) -> Result<bool> {
+    let row = query_one(
+        c,
+        "SELECT EXISTS (SELECT 1 FROM members x JOIN members y
+           ON y.conversation_id = x.conversation_id AND y.user_id = $2
+         WHERE x.user_id = $1)",
+        &[&int(a), &int(b)],
+    )
+    .await?;
+    get(&row, 0)
+}
+
 pub async fn history<C: GenericClient>(
     c: &C,
     id: ConversationId,

@@ -250,6 +250,10 @@ impl ConversationStore for PostgresStore {
     async fn share_conversation(&self, a: UserId, b: UserId) -> Result<bool> {
         reads::share_conversation(&self.conn().await?, a, b).await
     }
+
+    async fn shared_a_conversation(&self, a: UserId, b: UserId) -> Result<bool> {
+        reads::shared_a_conversation(&self.conn().await?, a, b).await
+    }
 }
 
 #[async_trait]

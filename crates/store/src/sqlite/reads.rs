@@ -332,6 +332,16 @@ pub fn share_conversation(conn: &Connection, a: UserId, b: UserId) -> Result<boo
     .map_err(db_error)
 }
 
+pub fn shared_a_conversation(conn: &Connection, a: UserId, b: UserId) -> Result<bool> {
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM members x JOIN members y
+           ON y.conversation_id = x.conversation_id AND y.user_id = ?2
+         WHERE x.user_id = ?1)",
+    )
+    .and_then(|mut s| s.query_row(params![a, b], |r| r.get(0)))
+    .map_err(db_error)
+}
+
 pub fn history(
     conn: &Connection,
     id: ConversationId,

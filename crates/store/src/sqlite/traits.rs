@@ -265,6 +265,11 @@ impl ConversationStore for SqliteStore {
         self.lookup(move |conn| reads::share_conversation(conn, a, b))
             .await
     }
+
+    async fn shared_a_conversation(&self, a: UserId, b: UserId) -> Result<bool> {
+        self.lookup(move |conn| reads::shared_a_conversation(conn, a, b))
+            .await
+    }
 }
 
 #[async_trait]
