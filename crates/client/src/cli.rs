@@ -368,6 +368,12 @@ pub fn format_event(names: &Names, event: &ClientEvent) -> Option<String> {
             format!("-- connected to {server} as {}", hello.user.username)
         }
         ClientEvent::Synced { cursor } => format!("-- up to date (cursor {cursor})"),
+        ClientEvent::Reset {
+            cursor,
+            server_cursor,
+        } => format!(
+            "-- the server never issued cursor {cursor} (it is at {server_cursor}): starting over"
+        ),
         ClientEvent::Message(message) => {
             let head = match message.reply_to {
                 Some(to) => format!(

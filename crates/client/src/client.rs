@@ -123,6 +123,16 @@ pub enum ClientEvent {
         /// The server's greeting: our user and device, and the limits to respect.
         hello: Hello,
     },
+    /// The server never issued the saved cursor (it is above the server's position: another
+    /// deployment's, or the server was restored from an older backup), so what the application
+    /// holds is not this server's: drop it. The client starts over from cursor 0, with an empty
+    /// delivered state, and every message comes again (protocol.md §9.4).
+    Reset {
+        /// The cursor the client had.
+        cursor: Pos,
+        /// The server's position, which it answered with.
+        server_cursor: Pos,
+    },
     /// The post-connect sync is complete: everything up to `cursor` has been delivered.
     Synced {
         /// The cursor the sync ended at.
@@ -416,6 +426,8 @@ impl Client {
 enum Pending {
     Event(ClientEvent),
     Cursor(Pos),
+    /// The saved state starts over (a `Reset`): applied in its turn, after the events before it.
+    Reset,
 }
 
 struct Entry {
@@ -462,6 +474,9 @@ struct FillState {
 struct Session {
     started: Instant,
     syncing: bool,
+    /// The server answered a cursor it never issued, and the client started over from 0: once
+    /// per connection at most.
+    reset: bool,
     sync_cursor: Pos,
     sync_in_flight: bool,
     sync_retry_at: Option<Instant>,
@@ -644,6 +659,7 @@ impl Driver {
         self.session = Some(Session {
             started: Instant::now(),
             syncing: self.config.sync,
+            reset: false,
             sync_cursor: self.cursor,
             sync_in_flight: false,
             sync_retry_at: None,
@@ -1007,6 +1023,31 @@ impl Driver {
                 });
             }
         };
+        if !page.more && page.cursor < session.sync_cursor {
+            if session.reset {
+                return Some(End {
+                    reason: format!("the server went back to cursor {} again", page.cursor),
+                    code: None,
+                });
+            }
+            session.reset = true;
+            let sent = std::mem::take(&mut session.sync_cursor);
+            session.fills.clear();
+            tracing::warn!(
+                cursor = sent,
+                server_cursor = page.cursor,
+                "the server never issued this cursor: starting over from 0"
+            );
+            self.reorder = Reorderer::new();
+            self.deferred_cursor = 0;
+            self.cursor = 0;
+            self.pending.push_back(Pending::Reset);
+            self.push(ClientEvent::Reset {
+                cursor: sent,
+                server_cursor: page.cursor,
+            });
+            return None;
+        }
         if page.more && page.cursor <= session.sync_cursor {
             // Asking again with the same cursor would loop forever.
             return Some(End {
@@ -1248,6 +1289,10 @@ impl Driver {
                     self.pending.pop_front();
                     let mut state = lock(&self.shared.state);
                     state.cursor = state.cursor.max(cursor);
+                }
+                Some(Pending::Reset) => {
+                    self.pending.pop_front();
+                    *lock(&self.shared.state) = ClientState::default();
                 }
                 Some(Pending::Event(_)) if self.app.is_none() => {
                     if let Some(Pending::Event(event)) = self.pending.pop_front() {

@@ -616,6 +616,32 @@ async fn a_cursor_without_delivered_seqs_redelivers_from_seq_one() {
 }
 
 #[tokio::test]
+async fn a_cursor_the_server_never_issued_starts_the_client_over() {
+    let w = world_with(&[(1, 5)], 2);
+    let (addr, world) = start_fake(w).await;
+    // Saved against another deployment: a cursor far beyond this server's, seqs it never sent.
+    let state = ClientState {
+        cursor: 1_000_000,
+        delivered: HashMap::from([(1, 9)]),
+    };
+    let mut client = Client::start(config(vec![addr]).with_state(state)).unwrap();
+    let mut events = client.events().unwrap();
+    let seen = collect_until(&mut events, is_synced).await;
+    let head = world.lock().unwrap().next_pos;
+    let resets: Vec<_> = seen
+        .iter()
+        .filter(|e| matches!(e, ClientEvent::Reset { .. }))
+        .collect();
+    assert!(
+        matches!(resets[..], [ClientEvent::Reset { cursor: 1_000_000, server_cursor }] if *server_cursor == head),
+        "{seen:#?}"
+    );
+    assert_eq!(delivered(&seen, 1), [1, 2, 3, 4, 5]);
+    let state = client.close().await;
+    assert_eq!((state.cursor, state.delivered(1)), (head, 5));
+}
+
+#[tokio::test]
 async fn unreachable_servers_are_skipped() {
     let (addr, _world) = start_fake(world_with(&[(1, 1)], 10)).await;
     // Port 1 on loopback refuses connections: the client moves on to the next address.
