@@ -55,10 +55,29 @@ impl From<PathRejection> for ApiError {
     }
 }
 
-/// `Json` whose rejections speak the error model.
-#[derive(axum::extract::FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// `Json` whose rejections speak the error model, and which takes a JSON object only: serde would
+/// also read a struct from an array, field by field in declaration order (protocol.md §1).
 pub struct ApiJson<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let Json(value) = Json::<serde_json::Value>::from_request(request, state).await?;
+        if !value.is_object() {
+            return Err(ApiError(Error::invalid(
+                "the request body must be a JSON object",
+            )));
+        }
+        T::deserialize(value)
+            .map(ApiJson)
+            .map_err(|e| ApiError(Error::invalid(format!("invalid request body: {e}"))))
+    }
+}
 
 /// `Query` whose rejections speak the error model.
 #[derive(axum::extract::FromRequestParts)]

@@ -16,7 +16,7 @@ use super::rest;
         rest::conversation, rest::set_title, rest::history, rest::send, rest::add_members,
         rest::remove_member, rest::set_role, rest::leave, rest::mark, rest::sync
     ),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &CommonErrors)
 )]
 pub struct ApiDoc;
 
@@ -29,6 +29,50 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// The errors any route may answer, beside those its handler lists: `400 invalid_request` (a
+/// malformed path, query or body), `401 unauthorized` where a token is needed, `413
+/// frame_too_large` where there is a body (protocol.md §8.2, §11).
+struct CommonErrors;
+
+impl Modify for CommonErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |description: &str| {
+            let content = ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build();
+            ResponseBuilder::new()
+                .description(description)
+                .content("application/json", content)
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let mut common = vec![("400", "invalid_request: a malformed path, query or body")];
+                if operation.security.is_some() {
+                    common.push(("401", "unauthorized: no valid token"));
+                }
+                if operation.request_body.is_some() {
+                    common.push(("413", "frame_too_large: a body over frame_bytes_max"));
+                }
+                for (status, description) in common {
+                    let responses = &mut operation.responses.responses;
+                    responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| error(description).into());
+                }
+            }
+        }
     }
 }
 
@@ -52,6 +96,21 @@ mod tests {
         for schema in ["Message", "Content", "SyncPage", "ErrorBody", "ErrorCode"] {
             assert!(schemas.contains_key(schema), "{schema} missing");
         }
+    }
+
+    #[test]
+    fn every_operation_lists_the_errors_any_route_may_answer() {
+        let json = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let sync = &json["paths"]["/v1/sync"]["get"]["responses"];
+        for status in ["200", "400", "401"] {
+            assert!(sync.get(status).is_some(), "GET /v1/sync: {status}");
+        }
+        let send = &json["paths"]["/v1/conversations/{id}/messages"]["post"]["responses"];
+        for status in ["400", "401", "403", "413", "429"] {
+            assert!(send.get(status).is_some(), "POST messages: {status}");
+        }
+        let register = &json["paths"]["/v1/register"]["post"]["responses"];
+        assert!(register.get("401").is_none(), "register needs no token");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use natter_proto::ServerFrame;
 use serde_json::json;
 
-use crate::harness::{Raw, Server, http_get, text};
+use crate::harness::{Raw, Server, http_get, http_post_json, text};
 
 async fn still_serves(raw: &mut Raw) {
     raw.call(json!({"type": "ping"}))
@@ -83,6 +83,24 @@ async fn oversized_frames_and_messages_are_refused_and_the_connection_lives_on()
         "{frame:?}"
     );
     still_serves(&mut a).await;
+}
+
+#[tokio::test]
+async fn a_rest_body_is_a_json_object_or_refused() {
+    let server = Server::start("rest-body", &[]);
+    let port = server.port;
+    let array = r#"["arrayuser","password-1",null,null]"#;
+    let (status, body) = http_post_json(port, "/v1/register", array).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("invalid_request"), "{body}");
+    let object = r#"{"username":"objectuser","password":"password-1"}"#;
+    let (status, body) = http_post_json(port, "/v1/register", object).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = http_post_json(port, "/v1/register", r#"{"username":"x"}"#).await;
+    assert!(
+        status == 400 && body.contains("password"),
+        "{status} {body}"
+    );
 }
 
 #[tokio::test]
