@@ -102,7 +102,9 @@ function peer(c) {
 /** A user's name at the start of a sentence: "You" for me. @param {number} id */
 function userName(id) {
   if (id === me()) return 'You';
-  return state.users.get(id)?.display_name || state.users.get(id)?.username || 'Someone';
+  const user = state.users.get(id);
+  if (!user) lookUpUser(id);
+  return user?.display_name || user?.username || 'Someone';
 }
 
 /** A user's name after the start of a sentence: "you" for me. @param {number} id */
@@ -140,6 +142,67 @@ function setMyRead(c, seq) {
 /** @param {Conversation} c */
 function rememberUsers(c) {
   for (const m of c.members) state.users.set(m.user_id, { username: m.username, display_name: m.display_name });
+}
+
+// ----- names of past members ---------------------------------------------------------------
+// `members` lists current members only: the author of an old message, or someone a system message
+// names, may have left since (or been removed, and the app reloaded). Such ids are looked up by id
+// (protocol §5 `lookup_user`), each at most once per session, a few at a time, and what comes
+// back renders as soon as it arrives. An id the server does not name stays "Someone".
+
+/** Lookups at once: there is no batch form, and a long timeline must not flood the socket. */
+const LOOKUPS_IN_FLIGHT_MAX = 4;
+/** Ids waiting for a lookup, in the order they were met. @type {Set<number>} */
+const lookupQueue = new Set();
+/** Ids asked (or being asked) this session, answered or refused: never asked again. @type {Set<number>} */
+const lookupAsked = new Set();
+let lookupsInFlight = 0;
+let lookupQueued = false;
+
+/** Find out who `id` is, unless known or asked already. @param {number} id */
+function lookUpUser(id) {
+  if (!id || id === me() || state.users.has(id) || lookupAsked.has(id) || lookupQueue.has(id)) return;
+  lookupQueue.add(id);
+  // Names are asked for while rendering: send after the render, skipping by then the ids that a
+  // conversation (which names its current members) has told meanwhile.
+  if (lookupQueued) return;
+  lookupQueued = true;
+  setTimeout(() => {
+    lookupQueued = false;
+    pumpLookups();
+  }, 0);
+}
+
+function pumpLookups() {
+  const client = state.client;
+  // Sent once connected (`connected` pumps again): a request made offline would only time out.
+  if (!client?.connected) return;
+  for (const id of lookupQueue) {
+    if (lookupsInFlight >= LOOKUPS_IN_FLIGHT_MAX) break;
+    lookupQueue.delete(id);
+    if (state.users.has(id)) continue;
+    lookupAsked.add(id);
+    lookupsInFlight += 1;
+    client.lookupUserById(id).then(
+      (user) => {
+        if (state.client !== client) return;
+        // A conversation may have told the name meanwhile: it is as good.
+        if (!state.users.has(id)) state.users.set(id, { username: user.username, display_name: user.display_name });
+        schedule('list', 'pane');
+      },
+      (/** @type {NatterError} */ e) => {
+        // Unanswered (the connection went): ask again on the next one. Refused: "Someone".
+        if (state.client === client && e instanceof NatterError && e.isConnectionError) {
+          lookupAsked.delete(id);
+          lookupQueue.add(id);
+        }
+      },
+    ).finally(() => {
+      if (state.client !== client) return;
+      lookupsInFlight -= 1;
+      pumpLookups();
+    });
+  }
 }
 
 /** @param {Message} m */
@@ -1509,6 +1572,7 @@ function wire(client) {
   });
   client.on('connected', () => {
     loadConversations(client);
+    pumpLookups();
   });
   client.on('disconnected', () => {
     // Presence is only known while connected.
@@ -1696,6 +1760,9 @@ function startSession(session) {
   state.presence.clear();
   presenceAsked.clear();
   state.users.clear();
+  lookupQueue.clear();
+  lookupAsked.clear();
+  lookupsInFlight = 0;
   state.failed.clear();
   state.drafts.clear();
   state.replyTo.clear();

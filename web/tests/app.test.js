@@ -387,6 +387,35 @@ describe('the web app', () => {
     await bob.page.keyboard.press('Escape');
   });
 
+  step('names members who left, by their id, after a reload: their messages and the system lines', async () => {
+    const gina = new NatterApi(server.url);
+    const { user: ginaUser } = await gina.register({ username: `gina${suffix}`, password: PASSWORD, display_name: 'Gina Park' });
+    const group = await (await aliceApi()).createGroup('Book swap', [ginaUser.id]);
+    await gina.send(group.id, 'I can bring three novels');
+    await gina.send(group.id, 'And a cookbook');
+    await gina.leave(group.id);
+    await until(async () => /Gina Park left/.test(await listItem(alice.page, 'Book swap').textContent() ?? ''), 'the leaving in the list');
+    // Gina is in no other conversation with Alice: after a reload nothing names her but her id.
+    /** @type {number[]} */
+    const asked = [];
+    alice.page.on('websocket', (ws) => ws.on('framesent', ({ payload }) => {
+      const frame = typeof payload === 'string' ? JSON.parse(payload) : {};
+      if (frame.type === 'lookup_user' && frame.user_id !== undefined) asked.push(frame.user_id);
+    }));
+    await alice.page.reload();
+    await until(async () => /Gina Park left/.test(await listItem(alice.page, 'Book swap').textContent() ?? ''), 'the preview, named again');
+    await openConversation(alice.page, 'Book swap');
+    await bubbles(alice.page, 'three novels').locator('.sender', { hasText: 'Gina Park' }).waitFor();
+    await alice.page.locator('.system', { hasText: /^Gina Park left$/ }).waitFor();
+    // Removed earlier, and named only by the system line.
+    await openConversation(alice.page, 'Weekend trip');
+    await alice.page.locator('.system', { hasText: /^You removed Carol Diaz$/ }).waitFor();
+    assert.equal(await alice.page.locator('.messages', { hasText: 'Someone' }).count(), 0);
+    // Each id once, however often it shows.
+    assert.equal(asked.filter((id) => id === ginaUser.id).length, 1, `asked ${JSON.stringify(asked)}`);
+    assert.equal(new Set(asked).size, asked.length, `asked ${JSON.stringify(asked)}`);
+  });
+
   step('loads history as you scroll up, and sends multi-line messages with Shift+Enter', async () => {
     erin = new NatterApi(server.url);
     await erin.register({ username: `erin${suffix}`, password: PASSWORD, display_name: 'Erin Walsh' });

@@ -1267,6 +1267,16 @@ export class NatterClient {
   }
 
   /**
+   * A user by id: yourself, or someone who is or was in a conversation with you — the way to
+   * name the author of a message from someone no longer in `members`. `not_found` otherwise.
+   * @param {number} userId
+   * @returns {Promise<User>}
+   */
+  lookupUserById(userId) {
+    return this.request('lookup_user', { user_id: userId });
+  }
+
+  /**
    * Presence of users who share a conversation with you (others are left out). Each answer is
    * also reported as a `presence` event.
    * @param {number[]} userIds

@@ -90,6 +90,27 @@ describe('accounts', () => {
   });
 });
 
+describe('users', () => {
+  it('looks up a past member by id, over the socket and REST, and no stranger', async () => {
+    const alice = await register(server.url, 'alice');
+    const bob = await register(server.url, 'bob');
+    const stranger = await register(server.url, 'carol');
+    const group = await alice.api.createGroup('Past members', [bob.user.id]);
+    await bob.api.leave(group.id);
+    // Bob is no longer in `members`: the id is all the timeline has of him.
+    assert.ok(!(await alice.api.conversation(group.id)).members.some((m) => m.user_id === bob.user.id));
+    const a = client(alice.token);
+    assert.deepEqual(await a.lookupUserById(bob.user.id), bob.user);
+    assert.deepEqual(await alice.api.lookupUserById(bob.user.id), bob.user);
+    // Bob, who left, may name Alice too; and everyone may look themselves up.
+    assert.equal((await bob.api.lookupUserById(alice.user.id)).username, alice.username);
+    assert.equal((await a.lookupUserById(alice.user.id)).id, alice.user.id);
+    // Someone who never shared a conversation is not found, however asked.
+    await assert.rejects(a.lookupUserById(stranger.user.id), /** @param {NatterError} e */ (e) => e.code === 'not_found');
+    await assert.rejects(alice.api.lookupUserById(stranger.user.id), /** @param {NatterError} e */ (e) => e.code === 'not_found' && e.status === 404);
+  });
+});
+
 describe('sending', () => {
   it('acknowledges a send and dedupes a resent client message id', async () => {
     const { alice, bob, conversation } = await pair();
