@@ -1581,6 +1581,32 @@ function wire(client) {
     state.typing.clear();
     schedule('list', 'pane');
   });
+  client.on('reset', () => {
+    // The saved sync state was not this server's (another deployment's, or from before a restore
+    // from an older backup): neither are the conversations and messages cached with it. Drop
+    // them; the client syncs again and the list is loaded anew. Drafts and the outbox stay.
+    state.conversations.clear();
+    state.timelines.clear();
+    state.typing.clear();
+    state.replyTo.clear();
+    state.users.clear();
+    state.users.set(me(), { username: state.session?.user.username ?? '', display_name: state.session?.user.display_name ?? '' });
+    lookupQueue.clear();
+    lookupAsked.clear();
+    state.listLoaded = false;
+    recentlyOpened = [];
+    unreadMark = null;
+    try {
+      localStorage.removeItem(cacheKey());
+    } catch {
+      // Nothing cached, then.
+    }
+    loadConversations(client);
+    // The open conversation is asked for again, or left if this server has no such thing.
+    const open = state.openId;
+    state.openId = null;
+    openConversation(open);
+  });
   client.on('conversation', onConversation);
   client.on('message', (m) => onMessage(m));
   client.on('ack', ({ entry, ack }) => {

@@ -570,6 +570,38 @@ describe('the web app', () => {
     assert.equal(await alice.page.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith('natter.drafts.')).length), 0);
   });
 
+  step('drops what it cached when its saved cursor is not the server’s, and loads it anew', async () => {
+    // As if the browser's state came from before the server was restored from an older backup:
+    // a cursor far above the server's position, and a cached group the server does not have. Set
+    // on a page of the same origin that does not run the app (which would save over it).
+    const chatUrl = alice.page.url();
+    await alice.page.goto(`${server.url}/favicon.svg`);
+    await alice.page.evaluate(() => {
+      const { user } = JSON.parse(localStorage.getItem('natter.session') ?? '{}');
+      const stateKey = `natter:u${user.id}:state`;
+      localStorage.setItem(stateKey, JSON.stringify({ ...JSON.parse(localStorage.getItem(stateKey) ?? '{}'), cursor: 1e9 }));
+      const cacheKey = `natter.cache.u${user.id}`;
+      const cache = JSON.parse(localStorage.getItem(cacheKey) ?? '{}');
+      const now = Date.now();
+      cache.conversations.push({ id: 999999, kind: 'group', title: 'Ghost group', created_at_ms: now, last_activity_at_ms: now + 60_000, last_seq: 1, last_pos: 1,
+        members: [{ user_id: user.id, username: user.username, display_name: user.display_name, role: 'owner', delivered_seq: 1, read_seq: 1 }] });
+      localStorage.setItem(cacheKey, JSON.stringify(cache));
+    });
+    await alice.page.goto(chatUrl);
+    await until(async () => (await listItem(alice.page, 'Ghost group').count()) === 0, 'the cached group to go');
+    await listItem(alice.page, 'Weekend trip').waitFor();
+    await bubbles(alice.page, 'Half-written thought about the trains').waitFor();
+    const cursor = await alice.page.evaluate(() => {
+      const { user } = JSON.parse(localStorage.getItem('natter.session') ?? '{}');
+      return JSON.parse(localStorage.getItem(`natter:u${user.id}:state`) ?? '{}').cursor;
+    });
+    assert.ok(cursor > 0 && cursor < 1e9, `the cursor is the server's again (${cursor})`);
+    // And it goes on working live.
+    await openConversation(bob.page, 'Alice Martin');
+    await send(bob.page, 'Still there after the restore?');
+    await bubbles(alice.page, 'Still there after the restore?').waitFor();
+  });
+
   step('lists devices and revokes one, which signs that device out', async () => {
     const other = await openApp(browser, server.url);
     await other.page.getByLabel('Username', { exact: true }).fill(names.alice);
