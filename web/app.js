@@ -83,6 +83,8 @@ const state = {
   failed: new Map(),
   /** @type {Map<number, string>} */
   drafts: new Map(),
+  /** Groups left and removed from the list: id → the last seq seen then. @type {Map<number, number>} */
+  hidden: new Map(),
   filter: '',
   detailsOpen: false,
   /** A one-off note for the empty pane. */
@@ -239,8 +241,11 @@ function tick(c, seq) {
   return 'sent';
 }
 
+/** A group I am no longer in, removed from the list. @param {Conversation} c */
+const isHidden = (c) => state.hidden.has(c.id) && !isMember(c);
+
 function sortedConversations() {
-  const list = [...state.conversations.values()];
+  const list = [...state.conversations.values()].filter((c) => !isHidden(c));
   list.sort((a, b) => b.last_activity_at_ms - a.last_activity_at_ms || b.last_pos - a.last_pos || b.id - a.id);
   return list;
 }
@@ -369,6 +374,65 @@ function saveDrafts() {
   } catch {
     // A full storage only costs the drafts across a reload.
   }
+}
+
+// ----- hidden groups ------------------------------------------------------------------------
+// A group I left or was removed from stays readable (protocol §9.7), and so in the list, until
+// removed from it. Which ones is kept in localStorage per user (ids only: kept across sign-outs,
+// like a setting). Added back, a group returns to the list.
+
+const HIDDEN_PREFIX = 'natter.hidden.';
+
+const hiddenKey = () => `${HIDDEN_PREFIX}u${me()}`;
+
+function loadHidden() {
+  try {
+    const saved = JSON.parse(localStorage.getItem(hiddenKey()) ?? '{}');
+    for (const [id, seq] of Object.entries(saved ?? {})) {
+      if (typeof seq === 'number') state.hidden.set(Number(id), seq);
+    }
+  } catch {
+    // Unreadable: nothing hidden.
+  }
+}
+
+function saveHidden() {
+  try {
+    if (state.hidden.size) localStorage.setItem(hiddenKey(), JSON.stringify(Object.fromEntries(state.hidden)));
+    else localStorage.removeItem(hiddenKey());
+  } catch {
+    // A full storage only costs the hiding across a reload.
+  }
+}
+
+/**
+ * Being added back shows the group again, and for good: leaving it again does not hide it. Only
+ * a state newer than the one hidden counts (the add writes a system message).
+ * @param {Conversation} c
+ */
+function unhideIfBack(c) {
+  const seq = state.hidden.get(c.id);
+  if (seq === undefined || !isMember(c) || c.last_seq <= seq) return;
+  state.hidden.delete(c.id);
+  saveHidden();
+}
+
+/** @param {Conversation} c */
+async function confirmHide(c) {
+  const ok = await dialog((close) => [
+    h('h2', { text: `Remove “${title(c)}” from your list?` }),
+    h('p', { class: 'dialog-text', text: 'Its history stays on the server. If someone adds you back, it returns to your list.' }),
+    h('div', { class: 'dialog-actions' },
+      h('button', { class: 'button ghost', type: 'button', onclick: () => close(false), text: 'Cancel' }),
+      h('button', { class: 'button primary', type: 'button', autofocus: true, onclick: () => close(true), text: 'Remove from list' })),
+  ], { label: 'Remove from list' });
+  if (!ok) return;
+  state.hidden.set(c.id, c.last_seq);
+  saveHidden();
+  recentlyOpened = recentlyOpened.filter((id) => id !== c.id);
+  state.detailsOpen = false;
+  location.hash = '#/';
+  schedule('list', 'title');
 }
 
 // ----- rendering ----------------------------------------------------------------------------
@@ -679,6 +743,9 @@ function renderDetails(c) {
       h('p', { class: 'details-note', text: other && state.presence.get(other.user_id)?.online ? 'Online now' : fmt.lastSeen(other ? state.presence.get(other.user_id)?.last_seen_at_ms : undefined) })),
     c.kind === 'group' && isMember(c) ? h('section', { class: 'details-section' },
       h('button', { class: 'button danger wide', type: 'button', html: `${icons.leave}<span>Leave group</span>`, onclick: () => confirmLeave(c) })) : null,
+    c.kind === 'group' && !isMember(c) ? h('section', { class: 'details-section' },
+      h('p', { class: 'details-note', text: 'You are no longer in this group.' }),
+      h('button', { class: 'button wide', type: 'button', text: 'Remove from list', onclick: () => confirmHide(c) })) : null,
   );
 }
 
@@ -1503,6 +1570,7 @@ function onConversation(c) {
     }
   }
   state.conversations.set(c.id, merged);
+  unhideIfBack(merged);
   rememberUsers(merged);
   const other = peer(merged);
   if (other) askPresence([other.user_id]);
@@ -1593,6 +1661,9 @@ function wire(client) {
     state.users.set(me(), { username: state.session?.user.username ?? '', display_name: state.session?.user.display_name ?? '' });
     lookupQueue.clear();
     lookupAsked.clear();
+    // Ids of another server's groups would hide this one's.
+    state.hidden.clear();
+    saveHidden();
     state.listLoaded = false;
     recentlyOpened = [];
     unreadMark = null;
@@ -1791,6 +1862,7 @@ function startSession(session) {
   lookupsInFlight = 0;
   state.failed.clear();
   state.drafts.clear();
+  state.hidden.clear();
   state.replyTo.clear();
   state.listLoaded = false;
   state.everOnline = false;
@@ -1800,6 +1872,7 @@ function startSession(session) {
   recentlyOpened = [];
   loadCache();
   loadDrafts();
+  loadHidden();
   const client = new NatterClient({
     server: location.origin,
     token: session.token,

@@ -387,6 +387,39 @@ describe('the web app', () => {
     await bob.page.keyboard.press('Escape');
   });
 
+  step('removes a group you left from the list, remembers it, and brings it back when you are added again', async () => {
+    await openConversation(bob.page, 'Weekend trip');
+    const id = Number(/#\/c\/(\d+)/.exec(bob.page.url())?.[1]);
+    await bob.page.getByRole('button', { name: 'Group details' }).click();
+    const details = bob.page.getByRole('complementary', { name: 'Conversation details' });
+    await details.getByRole('button', { name: 'Remove from list' }).click();
+    const confirm = bob.page.getByRole('dialog', { name: 'Remove from list' });
+    await confirm.getByRole('heading', { name: 'Remove “Weekend trip” from your list?' }).waitFor();
+    await screenshot(bob.page, '10d-remove-from-list');
+    await confirm.getByRole('button', { name: 'Remove from list' }).click();
+    await until(async () => (await listItem(bob.page, 'Weekend trip').count()) === 0, 'the group to leave the list');
+    await bob.page.locator('.pane-empty').waitFor();
+    // Remembered for Bob across a reload.
+    await bob.page.reload();
+    await listItem(bob.page, 'Alice Martin').waitFor();
+    await until(async () => await bob.page.locator('.banner').isHidden(), 'the connection');
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(await listItem(bob.page, 'Weekend trip').count(), 0);
+    const bobId = await bob.page.evaluate(() => JSON.parse(localStorage.getItem('natter.session') ?? '{}').user.id);
+    assert.deepEqual(await bob.page.evaluate((key) => Object.keys(JSON.parse(localStorage.getItem(key) ?? '{}')), `natter.hidden.u${bobId}`), [String(id)]);
+    // Added back, it returns, to write in; and, being in it, he is offered to leave, not to remove it.
+    await (await aliceApi()).addMembers(id, [bobId]);
+    await listItem(bob.page, 'Weekend trip').waitFor();
+    await openConversation(bob.page, 'Weekend trip');
+    await bob.page.locator('.system', { hasText: /^Alice Martin added you$/ }).waitFor();
+    assert.equal(await bob.page.getByRole('textbox', { name: 'Message' }).isEnabled(), true);
+    await bob.page.getByRole('button', { name: 'Group details' }).click();
+    await details.getByRole('button', { name: 'Leave group' }).waitFor();
+    assert.equal(await details.getByRole('button', { name: 'Remove from list' }).count(), 0);
+    assert.equal(await bob.page.evaluate((key) => localStorage.getItem(key), `natter.hidden.u${bobId}`), null);
+    await bob.page.keyboard.press('Escape');
+  });
+
   step('names members who left, by their id, after a reload: their messages and the system lines', async () => {
     const gina = new NatterApi(server.url);
     const { user: ginaUser } = await gina.register({ username: `gina${suffix}`, password: PASSWORD, display_name: 'Gina Park' });
