@@ -83,6 +83,8 @@ const state = {
   failed: new Map(),
   /** @type {Map<number, string>} */
   drafts: new Map(),
+  /** Groups left and removed from the list: id → the last seq seen then. @type {Map<number, number>} */
+  hidden: new Map(),
   filter: '',
   detailsOpen: false,
   /** A one-off note for the empty pane. */
@@ -102,7 +104,9 @@ function peer(c) {
 /** A user's name at the start of a sentence: "You" for me. @param {number} id */
 function userName(id) {
   if (id === me()) return 'You';
-  return state.users.get(id)?.display_name || state.users.get(id)?.username || 'Someone';
+  const user = state.users.get(id);
+  if (!user) lookUpUser(id);
+  return user?.display_name || user?.username || 'Someone';
 }
 
 /** A user's name after the start of a sentence: "you" for me. @param {number} id */
@@ -142,6 +146,67 @@ function rememberUsers(c) {
   for (const m of c.members) state.users.set(m.user_id, { username: m.username, display_name: m.display_name });
 }
 
+// ----- names of past members ---------------------------------------------------------------
+// `members` lists current members only: the author of an old message, or someone a system message
+// names, may have left since (or been removed, and the app reloaded). Such ids are looked up by id
+// (protocol §5 `lookup_user`), each at most once per session, a few at a time, and what comes
+// back renders as soon as it arrives. An id the server does not name stays "Someone".
+
+/** Lookups at once: there is no batch form, and a long timeline must not flood the socket. */
+const LOOKUPS_IN_FLIGHT_MAX = 4;
+/** Ids waiting for a lookup, in the order they were met. @type {Set<number>} */
+const lookupQueue = new Set();
+/** Ids asked (or being asked) this session, answered or refused: never asked again. @type {Set<number>} */
+const lookupAsked = new Set();
+let lookupsInFlight = 0;
+let lookupQueued = false;
+
+/** Find out who `id` is, unless known or asked already. @param {number} id */
+function lookUpUser(id) {
+  if (!id || id === me() || state.users.has(id) || lookupAsked.has(id) || lookupQueue.has(id)) return;
+  lookupQueue.add(id);
+  // Names are asked for while rendering: send after the render, skipping by then the ids that a
+  // conversation (which names its current members) has told meanwhile.
+  if (lookupQueued) return;
+  lookupQueued = true;
+  setTimeout(() => {
+    lookupQueued = false;
+    pumpLookups();
+  }, 0);
+}
+
+function pumpLookups() {
+  const client = state.client;
+  // Sent once connected (`connected` pumps again): a request made offline would only time out.
+  if (!client?.connected) return;
+  for (const id of lookupQueue) {
+    if (lookupsInFlight >= LOOKUPS_IN_FLIGHT_MAX) break;
+    lookupQueue.delete(id);
+    if (state.users.has(id)) continue;
+    lookupAsked.add(id);
+    lookupsInFlight += 1;
+    client.lookupUserById(id).then(
+      (user) => {
+        if (state.client !== client) return;
+        // A conversation may have told the name meanwhile: it is as good.
+        if (!state.users.has(id)) state.users.set(id, { username: user.username, display_name: user.display_name });
+        schedule('list', 'pane');
+      },
+      (/** @type {NatterError} */ e) => {
+        // Unanswered (the connection went): ask again on the next one. Refused: "Someone".
+        if (state.client === client && e instanceof NatterError && e.isConnectionError) {
+          lookupAsked.delete(id);
+          lookupQueue.add(id);
+        }
+      },
+    ).finally(() => {
+      if (state.client !== client) return;
+      lookupsInFlight -= 1;
+      pumpLookups();
+    });
+  }
+}
+
 /** @param {Message} m */
 function systemText(m) {
   if (m.content.type !== 'system') return '';
@@ -176,8 +241,11 @@ function tick(c, seq) {
   return 'sent';
 }
 
+/** A group I am no longer in, removed from the list. @param {Conversation} c */
+const isHidden = (c) => state.hidden.has(c.id) && !isMember(c);
+
 function sortedConversations() {
-  const list = [...state.conversations.values()];
+  const list = [...state.conversations.values()].filter((c) => !isHidden(c));
   list.sort((a, b) => b.last_activity_at_ms - a.last_activity_at_ms || b.last_pos - a.last_pos || b.id - a.id);
   return list;
 }
@@ -306,6 +374,65 @@ function saveDrafts() {
   } catch {
     // A full storage only costs the drafts across a reload.
   }
+}
+
+// ----- hidden groups ------------------------------------------------------------------------
+// A group I left or was removed from stays readable (protocol §9.7), and so in the list, until
+// removed from it. Which ones is kept in localStorage per user (ids only: kept across sign-outs,
+// like a setting). Added back, a group returns to the list.
+
+const HIDDEN_PREFIX = 'natter.hidden.';
+
+const hiddenKey = () => `${HIDDEN_PREFIX}u${me()}`;
+
+function loadHidden() {
+  try {
+    const saved = JSON.parse(localStorage.getItem(hiddenKey()) ?? '{}');
+    for (const [id, seq] of Object.entries(saved ?? {})) {
+      if (typeof seq === 'number') state.hidden.set(Number(id), seq);
+    }
+  } catch {
+    // Unreadable: nothing hidden.
+  }
+}
+
+function saveHidden() {
+  try {
+    if (state.hidden.size) localStorage.setItem(hiddenKey(), JSON.stringify(Object.fromEntries(state.hidden)));
+    else localStorage.removeItem(hiddenKey());
+  } catch {
+    // A full storage only costs the hiding across a reload.
+  }
+}
+
+/**
+ * Being added back shows the group again, and for good: leaving it again does not hide it. Only
+ * a state newer than the one hidden counts (the add writes a system message).
+ * @param {Conversation} c
+ */
+function unhideIfBack(c) {
+  const seq = state.hidden.get(c.id);
+  if (seq === undefined || !isMember(c) || c.last_seq <= seq) return;
+  state.hidden.delete(c.id);
+  saveHidden();
+}
+
+/** @param {Conversation} c */
+async function confirmHide(c) {
+  const ok = await dialog((close) => [
+    h('h2', { text: `Remove “${title(c)}” from your list?` }),
+    h('p', { class: 'dialog-text', text: 'Its history stays on the server. If someone adds you back, it returns to your list.' }),
+    h('div', { class: 'dialog-actions' },
+      h('button', { class: 'button ghost', type: 'button', onclick: () => close(false), text: 'Cancel' }),
+      h('button', { class: 'button primary', type: 'button', autofocus: true, onclick: () => close(true), text: 'Remove from list' })),
+  ], { label: 'Remove from list' });
+  if (!ok) return;
+  state.hidden.set(c.id, c.last_seq);
+  saveHidden();
+  recentlyOpened = recentlyOpened.filter((id) => id !== c.id);
+  state.detailsOpen = false;
+  location.hash = '#/';
+  schedule('list', 'title');
 }
 
 // ----- rendering ----------------------------------------------------------------------------
@@ -616,6 +743,9 @@ function renderDetails(c) {
       h('p', { class: 'details-note', text: other && state.presence.get(other.user_id)?.online ? 'Online now' : fmt.lastSeen(other ? state.presence.get(other.user_id)?.last_seen_at_ms : undefined) })),
     c.kind === 'group' && isMember(c) ? h('section', { class: 'details-section' },
       h('button', { class: 'button danger wide', type: 'button', html: `${icons.leave}<span>Leave group</span>`, onclick: () => confirmLeave(c) })) : null,
+    c.kind === 'group' && !isMember(c) ? h('section', { class: 'details-section' },
+      h('p', { class: 'details-note', text: 'You are no longer in this group.' }),
+      h('button', { class: 'button wide', type: 'button', text: 'Remove from list', onclick: () => confirmHide(c) })) : null,
   );
 }
 
@@ -1440,6 +1570,7 @@ function onConversation(c) {
     }
   }
   state.conversations.set(c.id, merged);
+  unhideIfBack(merged);
   rememberUsers(merged);
   const other = peer(merged);
   if (other) askPresence([other.user_id]);
@@ -1509,6 +1640,7 @@ function wire(client) {
   });
   client.on('connected', () => {
     loadConversations(client);
+    pumpLookups();
   });
   client.on('disconnected', () => {
     // Presence is only known while connected.
@@ -1516,6 +1648,35 @@ function wire(client) {
     presenceAsked.clear();
     state.typing.clear();
     schedule('list', 'pane');
+  });
+  client.on('reset', () => {
+    // The saved sync state was not this server's (another deployment's, or from before a restore
+    // from an older backup): neither are the conversations and messages cached with it. Drop
+    // them; the client syncs again and the list is loaded anew. Drafts and the outbox stay.
+    state.conversations.clear();
+    state.timelines.clear();
+    state.typing.clear();
+    state.replyTo.clear();
+    state.users.clear();
+    state.users.set(me(), { username: state.session?.user.username ?? '', display_name: state.session?.user.display_name ?? '' });
+    lookupQueue.clear();
+    lookupAsked.clear();
+    // Ids of another server's groups would hide this one's.
+    state.hidden.clear();
+    saveHidden();
+    state.listLoaded = false;
+    recentlyOpened = [];
+    unreadMark = null;
+    try {
+      localStorage.removeItem(cacheKey());
+    } catch {
+      // Nothing cached, then.
+    }
+    loadConversations(client);
+    // The open conversation is asked for again, or left if this server has no such thing.
+    const open = state.openId;
+    state.openId = null;
+    openConversation(open);
   });
   client.on('conversation', onConversation);
   client.on('message', (m) => onMessage(m));
@@ -1696,8 +1857,12 @@ function startSession(session) {
   state.presence.clear();
   presenceAsked.clear();
   state.users.clear();
+  lookupQueue.clear();
+  lookupAsked.clear();
+  lookupsInFlight = 0;
   state.failed.clear();
   state.drafts.clear();
+  state.hidden.clear();
   state.replyTo.clear();
   state.listLoaded = false;
   state.everOnline = false;
@@ -1707,6 +1872,7 @@ function startSession(session) {
   recentlyOpened = [];
   loadCache();
   loadDrafts();
+  loadHidden();
   const client = new NatterClient({
     server: location.origin,
     token: session.token,

@@ -387,6 +387,68 @@ describe('the web app', () => {
     await bob.page.keyboard.press('Escape');
   });
 
+  step('removes a group you left from the list, remembers it, and brings it back when you are added again', async () => {
+    await openConversation(bob.page, 'Weekend trip');
+    const id = Number(/#\/c\/(\d+)/.exec(bob.page.url())?.[1]);
+    await bob.page.getByRole('button', { name: 'Group details' }).click();
+    const details = bob.page.getByRole('complementary', { name: 'Conversation details' });
+    await details.getByRole('button', { name: 'Remove from list' }).click();
+    const confirm = bob.page.getByRole('dialog', { name: 'Remove from list' });
+    await confirm.getByRole('heading', { name: 'Remove “Weekend trip” from your list?' }).waitFor();
+    await screenshot(bob.page, '10d-remove-from-list');
+    await confirm.getByRole('button', { name: 'Remove from list' }).click();
+    await until(async () => (await listItem(bob.page, 'Weekend trip').count()) === 0, 'the group to leave the list');
+    await bob.page.locator('.pane-empty').waitFor();
+    // Remembered for Bob across a reload.
+    await bob.page.reload();
+    await listItem(bob.page, 'Alice Martin').waitFor();
+    await until(async () => await bob.page.locator('.banner').isHidden(), 'the connection');
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(await listItem(bob.page, 'Weekend trip').count(), 0);
+    const bobId = await bob.page.evaluate(() => JSON.parse(localStorage.getItem('natter.session') ?? '{}').user.id);
+    assert.deepEqual(await bob.page.evaluate((key) => Object.keys(JSON.parse(localStorage.getItem(key) ?? '{}')), `natter.hidden.u${bobId}`), [String(id)]);
+    // Added back, it returns, to write in; and, being in it, he is offered to leave, not to remove it.
+    await (await aliceApi()).addMembers(id, [bobId]);
+    await listItem(bob.page, 'Weekend trip').waitFor();
+    await openConversation(bob.page, 'Weekend trip');
+    await bob.page.locator('.system', { hasText: /^Alice Martin added you$/ }).waitFor();
+    assert.equal(await bob.page.getByRole('textbox', { name: 'Message' }).isEnabled(), true);
+    await bob.page.getByRole('button', { name: 'Group details' }).click();
+    await details.getByRole('button', { name: 'Leave group' }).waitFor();
+    assert.equal(await details.getByRole('button', { name: 'Remove from list' }).count(), 0);
+    assert.equal(await bob.page.evaluate((key) => localStorage.getItem(key), `natter.hidden.u${bobId}`), null);
+    await bob.page.keyboard.press('Escape');
+  });
+
+  step('names members who left, by their id, after a reload: their messages and the system lines', async () => {
+    const gina = new NatterApi(server.url);
+    const { user: ginaUser } = await gina.register({ username: `gina${suffix}`, password: PASSWORD, display_name: 'Gina Park' });
+    const group = await (await aliceApi()).createGroup('Book swap', [ginaUser.id]);
+    await gina.send(group.id, 'I can bring three novels');
+    await gina.send(group.id, 'And a cookbook');
+    await gina.leave(group.id);
+    await until(async () => /Gina Park left/.test(await listItem(alice.page, 'Book swap').textContent() ?? ''), 'the leaving in the list');
+    // Gina is in no other conversation with Alice: after a reload nothing names her but her id.
+    /** @type {number[]} */
+    const asked = [];
+    alice.page.on('websocket', (ws) => ws.on('framesent', ({ payload }) => {
+      const frame = typeof payload === 'string' ? JSON.parse(payload) : {};
+      if (frame.type === 'lookup_user' && frame.user_id !== undefined) asked.push(frame.user_id);
+    }));
+    await alice.page.reload();
+    await until(async () => /Gina Park left/.test(await listItem(alice.page, 'Book swap').textContent() ?? ''), 'the preview, named again');
+    await openConversation(alice.page, 'Book swap');
+    await bubbles(alice.page, 'three novels').locator('.sender', { hasText: 'Gina Park' }).waitFor();
+    await alice.page.locator('.system', { hasText: /^Gina Park left$/ }).waitFor();
+    // Removed earlier, and named only by the system line.
+    await openConversation(alice.page, 'Weekend trip');
+    await alice.page.locator('.system', { hasText: /^You removed Carol Diaz$/ }).waitFor();
+    assert.equal(await alice.page.locator('.messages', { hasText: 'Someone' }).count(), 0);
+    // Each id once, however often it shows.
+    assert.equal(asked.filter((id) => id === ginaUser.id).length, 1, `asked ${JSON.stringify(asked)}`);
+    assert.equal(new Set(asked).size, asked.length, `asked ${JSON.stringify(asked)}`);
+  });
+
   step('loads history as you scroll up, and sends multi-line messages with Shift+Enter', async () => {
     erin = new NatterApi(server.url);
     await erin.register({ username: `erin${suffix}`, password: PASSWORD, display_name: 'Erin Walsh' });
@@ -539,6 +601,38 @@ describe('the web app', () => {
     await alice.page.locator('.pane-title h2', { hasText: 'Bob Chen' }).waitFor();
     assert.equal(await input.inputValue(), '');
     assert.equal(await alice.page.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith('natter.drafts.')).length), 0);
+  });
+
+  step('drops what it cached when its saved cursor is not the server’s, and loads it anew', async () => {
+    // As if the browser's state came from before the server was restored from an older backup:
+    // a cursor far above the server's position, and a cached group the server does not have. Set
+    // on a page of the same origin that does not run the app (which would save over it).
+    const chatUrl = alice.page.url();
+    await alice.page.goto(`${server.url}/favicon.svg`);
+    await alice.page.evaluate(() => {
+      const { user } = JSON.parse(localStorage.getItem('natter.session') ?? '{}');
+      const stateKey = `natter:u${user.id}:state`;
+      localStorage.setItem(stateKey, JSON.stringify({ ...JSON.parse(localStorage.getItem(stateKey) ?? '{}'), cursor: 1e9 }));
+      const cacheKey = `natter.cache.u${user.id}`;
+      const cache = JSON.parse(localStorage.getItem(cacheKey) ?? '{}');
+      const now = Date.now();
+      cache.conversations.push({ id: 999999, kind: 'group', title: 'Ghost group', created_at_ms: now, last_activity_at_ms: now + 60_000, last_seq: 1, last_pos: 1,
+        members: [{ user_id: user.id, username: user.username, display_name: user.display_name, role: 'owner', delivered_seq: 1, read_seq: 1 }] });
+      localStorage.setItem(cacheKey, JSON.stringify(cache));
+    });
+    await alice.page.goto(chatUrl);
+    await until(async () => (await listItem(alice.page, 'Ghost group').count()) === 0, 'the cached group to go');
+    await listItem(alice.page, 'Weekend trip').waitFor();
+    await bubbles(alice.page, 'Half-written thought about the trains').waitFor();
+    const cursor = await alice.page.evaluate(() => {
+      const { user } = JSON.parse(localStorage.getItem('natter.session') ?? '{}');
+      return JSON.parse(localStorage.getItem(`natter:u${user.id}:state`) ?? '{}').cursor;
+    });
+    assert.ok(cursor > 0 && cursor < 1e9, `the cursor is the server's again (${cursor})`);
+    // And it goes on working live.
+    await openConversation(bob.page, 'Alice Martin');
+    await send(bob.page, 'Still there after the restore?');
+    await bubbles(alice.page, 'Still there after the restore?').waitFor();
   });
 
   step('lists devices and revokes one, which signs that device out', async () => {

@@ -97,6 +97,11 @@ const MARK_DELAY_MS = 150;
  * @property {{hello: Hello}} connected A connection is up; sync starts now.
  * @property {{cursor: number}} synced The post-connect sync is done: everything up to `cursor`
  *   was delivered.
+ * @property {{cursor: number, server_cursor: number}} reset The saved cursor (`cursor`) is
+ *   above the server's position (`server_cursor`): it came from another deployment, or from
+ *   before the server was restored from an older backup. The client dropped its delivery state
+ *   and syncs again as if new (from 0; from the present with `initialSync: 'recent'`): drop the
+ *   conversations and messages you hold, they come again. At most once per connection.
  * @property {Message} message Each message exactly once, in seq order per conversation.
  * @property {{conversation_id: number, first: number, last: number}} skipped Messages
  *   `first..=last` will never be delivered (not visible to this user, or not fetchable).
@@ -132,6 +137,7 @@ const MARK_DELAY_MS = 150;
  * @property {boolean} syncing
  * @property {number} syncCursor
  * @property {boolean} bootstrapping
+ * @property {boolean} reset The saved state was dropped on this connection (a foreign cursor).
  * @property {any[]} buffered Events held during the bootstrap.
  * @property {Map<number, FillState>} fills
  * @property {number} sendsInFlight
@@ -447,6 +453,7 @@ export class NatterClient {
       syncing: true,
       syncCursor: this.cursor,
       bootstrapping: bootstrap,
+      reset: false,
       buffered: [],
       fills: new Map(),
       sendsInFlight: 0,
@@ -587,6 +594,10 @@ export class NatterClient {
   /** @param {Session} session @param {SyncPage} page */
   onSync(session, page) {
     if (this.session !== session) return;
+    if (page.cursor < session.syncCursor) {
+      this.onForeignCursor(session, session.syncCursor, page.cursor);
+      return;
+    }
     if (page.more && page.cursor <= session.syncCursor) {
       this.endSession(session, `sync cursor did not advance past ${page.cursor}`);
       return;
@@ -608,6 +619,42 @@ export class NatterClient {
     } else {
       this.syncNext(session);
     }
+  }
+
+  /**
+   * The server answered a sync with a position below the cursor sent: it never issued that
+   * cursor (another deployment's, or the server was restored from an older backup; protocol
+   * §9.4). What was delivered is not this server's: forget the delivery state, tell the
+   * application (`reset`), and start again as a client with no saved state. The outbox stays:
+   * those messages are still to be sent. Once per connection, so that a server that keeps
+   * moving backwards cannot hold the client in a loop.
+   * @param {Session} session
+   * @param {number} sent
+   * @param {number} cursor
+   */
+  onForeignCursor(session, sent, cursor) {
+    if (session.reset) {
+      this.endSession(session, `the server's sync position went back again, to ${cursor}`);
+      return;
+    }
+    session.reset = true;
+    this.cursor = 0;
+    this.deferredCursor = 0;
+    this.reorder = new Reorderer();
+    session.fills.clear();
+    session.syncing = true;
+    session.syncCursor = 0;
+    // Markers of conversations as another server numbered them.
+    this.marks.clear();
+    this.marksSent.clear();
+    if (this.markTimer) clearTimeout(this.markTimer);
+    this.markTimer = undefined;
+    this.saveState();
+    this.emit('reset', { cursor: sent, server_cursor: cursor });
+    if (this.session !== session) return;
+    session.bootstrapping = this.options.initialSync === 'recent';
+    if (session.bootstrapping) this.bootstrap(session);
+    else this.syncNext(session);
   }
 
   /**
@@ -1264,6 +1311,16 @@ export class NatterClient {
   /** @param {string} username @returns {Promise<User>} */
   lookupUser(username) {
     return this.request('lookup_user', { username });
+  }
+
+  /**
+   * A user by id: yourself, or someone who is or was in a conversation with you — the way to
+   * name the author of a message from someone no longer in `members`. `not_found` otherwise.
+   * @param {number} userId
+   * @returns {Promise<User>}
+   */
+  lookupUserById(userId) {
+    return this.request('lookup_user', { user_id: userId });
   }
 
   /**

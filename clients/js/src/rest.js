@@ -120,6 +120,16 @@ export class NatterApi {
     return this.request('GET', `/v1/users/${encodeURIComponent(username)}`);
   }
 
+  /**
+   * A user by id: yourself, or someone who is or was in a conversation with you (like the
+   * client's `lookupUserById`). `not_found` otherwise.
+   * @param {number} userId
+   * @returns {Promise<User>}
+   */
+  lookupUserById(userId) {
+    return this.request('GET', `/v1/users/by-id/${userId}`);
+  }
+
   /** @returns {Promise<{conversations: Conversation[]}>} */
   conversations() {
     return this.request('GET', '/v1/conversations');

@@ -90,6 +90,27 @@ describe('accounts', () => {
   });
 });
 
+describe('users', () => {
+  it('looks up a past member by id, over the socket and REST, and no stranger', async () => {
+    const alice = await register(server.url, 'alice');
+    const bob = await register(server.url, 'bob');
+    const stranger = await register(server.url, 'carol');
+    const group = await alice.api.createGroup('Past members', [bob.user.id]);
+    await bob.api.leave(group.id);
+    // Bob is no longer in `members`: the id is all the timeline has of him.
+    assert.ok(!(await alice.api.conversation(group.id)).members.some((m) => m.user_id === bob.user.id));
+    const a = client(alice.token);
+    assert.deepEqual(await a.lookupUserById(bob.user.id), bob.user);
+    assert.deepEqual(await alice.api.lookupUserById(bob.user.id), bob.user);
+    // Bob, who left, may name Alice too; and everyone may look themselves up.
+    assert.equal((await bob.api.lookupUserById(alice.user.id)).username, alice.username);
+    assert.equal((await a.lookupUserById(alice.user.id)).id, alice.user.id);
+    // Someone who never shared a conversation is not found, however asked.
+    await assert.rejects(a.lookupUserById(stranger.user.id), /** @param {NatterError} e */ (e) => e.code === 'not_found');
+    await assert.rejects(alice.api.lookupUserById(stranger.user.id), /** @param {NatterError} e */ (e) => e.code === 'not_found' && e.status === 404);
+  });
+});
+
 describe('sending', () => {
   it('acknowledges a send and dedupes a resent client message id', async () => {
     const { alice, bob, conversation } = await pair();
@@ -251,6 +272,53 @@ describe('history and sync', () => {
     await waitFor(() => seen.length >= 1, 'the new message');
     await new Promise((r) => setTimeout(r, 100));
     assert.deepEqual(texts(seen), ['new']);
+  });
+
+  it('starts again from 0 when its saved cursor is above the server\'s position', async () => {
+    const { alice, bob, conversation } = await pair();
+    const group = await alice.api.createGroup('Restored', [bob.user.id]);
+    for (let i = 1; i <= 3; i++) await alice.api.send(conversation.id, `direct ${i}`);
+    for (let i = 1; i <= 3; i++) await alice.api.send(group.id, `group ${i}`);
+    const storage = new MemoryStorage();
+    const first = client(bob.token, { storage });
+    const seenFirst = collectMessages(first);
+    await nextEvent(first, 'synced');
+    await waitFor(() => seenFirst.length >= 7, 'the first sync');
+    first.close();
+    // The state saved by a client of this server, with a cursor this server never issued (as
+    // if it came from another deployment, or the server were restored from an older backup).
+    const probe = new NatterClient({ server: server.url, token: bob.token, storage });
+    assert.equal(probe.state.delivered[conversation.id], 3);
+    probe.cursor = 1e9;
+    probe.saveState();
+
+    const b = client(bob.token, { storage });
+    /** @type {import('../src/types.js').Message[]} */
+    let seen = [];
+    b.on('message', (m) => seen.push(m));
+    /** @type {{cursor: number, server_cursor: number}[]} */
+    const resets = [];
+    b.on('reset', (e) => {
+      resets.push(e);
+      // What an application does: drop what it holds; it all comes again.
+      seen = [];
+    });
+    const synced = await nextEvent(b, 'synced');
+    assert.equal(resets.length, 1);
+    assert.equal(resets[0].cursor, 1e9);
+    assert.ok(resets[0].server_cursor < 1e9);
+    assert.ok(synced.cursor >= resets[0].server_cursor && synced.cursor < 1e9);
+    await waitFor(() => seen.length >= 7, 'every message again');
+    await alice.api.send(group.id, 'after the reset');
+    await waitFor(() => texts(seen).includes('after the reset'), 'a live message');
+    await new Promise((r) => setTimeout(r, 100));
+    // Every message of both conversations, once and in order, and no second reset.
+    assert.deepEqual(texts(seen.filter((m) => m.conversation_id === conversation.id)), ['direct 1', 'direct 2', 'direct 3']);
+    assert.deepEqual(texts(seen.filter((m) => m.conversation_id === group.id)), ['<created>', 'group 1', 'group 2', 'group 3', 'after the reset']);
+    assert.equal(seen.length, 8);
+    assert.equal(resets.length, 1);
+    assert.ok(b.state.cursor > 0 && b.state.cursor < 1e9);
+    assert.equal(b.state.delivered[group.id], 5);
   });
 
   it('fills a gap with history, in order', async () => {
