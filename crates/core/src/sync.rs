@@ -11,6 +11,8 @@
 //! state too (and the later page carries it again): a client never holds a message of a
 //! conversation it has no state for. A catch-up in one page, the common case, is unaffected.
 
+use std::collections::HashSet;
+
 use natter_proto::{Conversation, ConversationId, Message, Pos, Seq, SyncPage, UserId};
 
 use crate::store::ChangedConversation;
@@ -152,7 +154,7 @@ pub fn plan_sync_page(
     // its messages but the state item lies beyond the page (see the module doc). Otherwise a page
     // of plain messages stays plain: a client that has a conversation's messages got its state
     // when it changed (a reconnect storm must not read and send every member list again).
-    let states_later: Vec<ConversationId> = changed
+    let mut states_later: HashSet<ConversationId> = changed
         .iter()
         .filter(|c| c.state_pos.min(head) > new_cursor)
         .map(|c| c.id)
@@ -162,9 +164,8 @@ pub fn plan_sync_page(
     for (_, conversation_id, message) in items {
         match message {
             Some(message) => {
-                if states_later.contains(&conversation_id)
-                    && !conversation_ids.contains(&conversation_id)
-                {
+                // Taken out once given, so that the page carries it once.
+                if states_later.remove(&conversation_id) {
                     conversation_ids.push(conversation_id);
                 }
                 page_messages.push(message);
