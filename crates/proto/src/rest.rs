@@ -26,6 +26,7 @@ pub struct SendRequest {
     pub client_msg_id: String,
     pub content: Content,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "utoipa", schema(nullable = false))]
     pub reply_to: Option<Seq>,
 }
 
@@ -41,8 +42,10 @@ pub struct AddMembersRequest {
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct MarkRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "utoipa", schema(nullable = false))]
     pub delivered: Option<Seq>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "utoipa", schema(nullable = false))]
     pub read: Option<Seq>,
 }
 

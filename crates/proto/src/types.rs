@@ -32,6 +32,7 @@ pub struct Device {
     pub last_seen_at_ms: u64,
     /// True for the device whose token made this request.
     #[serde(default)]
+    #[cfg_attr(feature = "utoipa", schema(required = true))]
     pub current: bool,
 }
 
@@ -98,10 +99,12 @@ pub struct Message {
     pub sender_id: UserId,
     /// The sender's id for this message (absent on system messages).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "utoipa", schema(nullable = false))]
     pub client_msg_id: Option<String>,
     pub content: Content,
     /// The `seq` of the message this one replies to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "utoipa", schema(nullable = false))]
     pub reply_to: Option<Seq>,
     pub sent_at_ms: u64,
 }
@@ -182,6 +185,7 @@ pub struct Conversation {
     pub id: ConversationId,
     pub kind: ConversationKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "utoipa", schema(nullable = false))]
     pub title: Option<String>,
     /// Current members; a user who left or was removed sees the list without themselves.
     pub members: Vec<Member>,
@@ -197,10 +201,12 @@ pub struct Conversation {
     /// The newest message the viewer may see: in command replies, lists and sync pages, not in
     /// `conversation` events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "utoipa", schema(nullable = false))]
     pub last_message: Option<Message>,
     /// `last_seq` minus the viewer's `read_seq`: every message above the read marker, system
     /// messages included. Present where `last_message` is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "utoipa", schema(nullable = false))]
     pub unread_count: Option<u64>,
 }
 
@@ -259,6 +265,7 @@ pub struct Presence {
     pub online: bool,
     /// When the user was last connected, if known since the server started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "utoipa", schema(nullable = false))]
     pub last_seen_at_ms: Option<u64>,
 }
 
@@ -368,6 +375,7 @@ pub struct ErrorBody {
     pub message: String,
     /// For `rate_limited`: how long to wait before trying again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "utoipa", schema(nullable = false))]
     pub retry_after_ms: Option<u64>,
 }
 
@@ -396,8 +404,10 @@ pub struct RegisterRequest {
     pub username: String,
     pub password: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "utoipa", schema(nullable = false))]
     pub display_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "utoipa", schema(nullable = false))]
     pub device_name: Option<String>,
 }
 
@@ -408,6 +418,7 @@ pub struct LoginRequest {
     pub username: String,
     pub password: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "utoipa", schema(nullable = false))]
     pub device_name: Option<String>,
 }
 

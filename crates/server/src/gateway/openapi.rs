@@ -98,6 +98,41 @@ mod tests {
         }
     }
 
+    /// Optional fields are absent when they have no value, never `null` (protocol.md §1); the one
+    /// field sent as `null` is a `created` event's `title` (§7.3.1). Device.current is always sent.
+    #[test]
+    fn only_fields_sent_as_null_are_nullable() {
+        fn nullable(value: &serde_json::Value, path: String, found: &mut Vec<String>) {
+            match value {
+                serde_json::Value::Object(map) => {
+                    let null = |v: &serde_json::Value| v == "null" || v["type"] == "null";
+                    let typed = map.get("type").and_then(|t| t.as_array());
+                    let one_of = map.get("oneOf").and_then(|t| t.as_array());
+                    if typed.is_some_and(|t| t.iter().any(null))
+                        || one_of.is_some_and(|t| t.iter().any(null))
+                    {
+                        found.push(path.clone());
+                    }
+                    for (key, inner) in map {
+                        nullable(inner, format!("{path}/{key}"), found);
+                    }
+                }
+                serde_json::Value::Array(items) => {
+                    for (i, inner) in items.iter().enumerate() {
+                        nullable(inner, format!("{path}/{i}"), found);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let json = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let mut found = Vec::new();
+        nullable(&json["components"]["schemas"], String::new(), &mut found);
+        assert_eq!(found, ["/SystemEvent/oneOf/0/properties/title"]);
+        let device = &json["components"]["schemas"]["Device"]["required"];
+        assert!(device.as_array().unwrap().contains(&"current".into()));
+    }
+
     #[test]
     fn every_operation_lists_the_errors_any_route_may_answer() {
         let json = serde_json::to_value(ApiDoc::openapi()).unwrap();
