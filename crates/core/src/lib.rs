@@ -18,7 +18,7 @@ pub use crate::core::{Core, CoreConfig, Observer, PresenceSource, Session};
 pub use broker::{Broker, EventSink};
 pub use error::{Error, Result};
 pub use event::Event;
-pub use store::Store;
+pub use store::{Store, StoreStats};
 pub use sync::plan_sync_page;
 
 /// Milliseconds since the Unix epoch, the unit of every timestamp on the wire.

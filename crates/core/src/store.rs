@@ -239,11 +239,26 @@ pub trait MessageStore: Send + Sync {
     ) -> Result<Vec<Vec<Message>>>;
 }
 
+/// An engine's own figures for the metrics page; `None` where the engine has no such thing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Frames (1 KiB pages) in SQLite's write-ahead log now: it should fall back every 256 MiB
+    /// or so under load; one that only grows has a checkpoint held off (docs/operations.md).
+    pub log_frames: Option<u64>,
+    /// Times the log started over since the store opened.
+    pub log_restarts: Option<u64>,
+}
+
 /// A whole storage engine: SQLite embedded, PostgreSQL in a cluster.
 #[async_trait]
 pub trait Store: AccountStore + ConversationStore + MessageStore {
     /// Install the listener that receives every commit's events; called once, at start.
     fn set_commit_listener(&self, listener: CommitListener);
+
+    /// What the engine tells the metrics page about itself, read at each scrape.
+    fn stats(&self) -> StoreStats {
+        StoreStats::default()
+    }
 
     /// One `sync` page (D4): what changed for the user (`changed_since`), those conversations'
     /// messages (`messages_in_pos_ranges`), the page `request.plan` cuts from them, and the

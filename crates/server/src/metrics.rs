@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use natter_core::StoreStats;
+use prometheus::core::Collector;
 use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntGauge, Registry, TextEncoder};
 
 /// Every metric the node exports.
@@ -16,6 +18,9 @@ pub struct Metrics {
     pub store_commit_seconds: Histogram,
     pub slow_reader_disconnects: IntCounter,
     pub connections_refused: IntCounter,
+    /// From `Store::stats` at each scrape (SQLite only: absent on PostgreSQL).
+    store_log_frames: IntGauge,
+    store_log_restarts: IntCounter,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -42,7 +47,20 @@ impl Metrics {
             IntGauge::new("natter_connections_open", "Open WebSocket connections")
                 .unwrap_or_else(|_| unreachable_metric("natter_connections_open"));
         let _ = registry.register(Box::new(connections_open.clone()));
+        // Not registered: `render` adds them when the store has them.
+        let store_log_frames = IntGauge::new(
+            "natter_store_log_frames",
+            "Frames (1 KiB pages) in SQLite's write-ahead log after the last commit",
+        )
+        .unwrap_or_else(|_| unreachable_metric("natter_store_log_frames"));
+        let store_log_restarts = IntCounter::new(
+            "natter_store_log_restarts_total",
+            "Times SQLite's write-ahead log started over",
+        )
+        .unwrap_or_else(|_| unreachable_metric("natter_store_log_restarts_total"));
         Metrics {
+            store_log_frames,
+            store_log_restarts,
             connections_open,
             frames_in: counter("natter_frames_in_total", "WebSocket frames received"),
             frames_out: counter("natter_frames_out_total", "WebSocket frames sent"),
@@ -71,10 +89,23 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition of every metric.
-    pub fn render(&self) -> String {
+    /// The Prometheus text exposition of every metric, with the store's own figures.
+    pub fn render(&self, store: StoreStats) -> String {
+        let mut families = self.registry.gather();
+        if let Some(frames) = store.log_frames {
+            self.store_log_frames
+                .set(i64::try_from(frames).unwrap_or(i64::MAX));
+            families.extend(self.store_log_frames.collect());
+        }
+        if let Some(restarts) = store.log_restarts {
+            // A counter only goes up: it takes the difference since the last scrape.
+            let counted = self.store_log_restarts.get();
+            self.store_log_restarts
+                .inc_by(restarts.saturating_sub(counted));
+            families.extend(self.store_log_restarts.collect());
+        }
         let mut buffer = Vec::new();
-        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
+        if let Err(e) = TextEncoder::new().encode(&families, &mut buffer) {
             tracing::error!(error = %e, "encoding metrics");
         }
         String::from_utf8(buffer).unwrap_or_default()
@@ -108,7 +139,11 @@ mod tests {
     fn render_lists_every_metric() {
         let metrics = Metrics::new();
         metrics.frames_in.inc();
-        let text = metrics.render();
+        let stats = StoreStats {
+            log_frames: Some(1200),
+            log_restarts: Some(3),
+        };
+        let text = metrics.render(stats);
         for name in [
             "natter_connections_open",
             "natter_frames_in_total 1",
@@ -117,8 +152,22 @@ mod tests {
             "natter_send_ack_seconds_bucket",
             "natter_store_commit_seconds_bucket",
             "natter_slow_reader_disconnects_total",
+            "natter_store_log_frames 1200",
+            "natter_store_log_restarts_total 3",
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");
         }
+        // A later scrape counts on from there; an engine without a log shows none.
+        let later = StoreStats {
+            log_frames: Some(10),
+            log_restarts: Some(5),
+        };
+        assert!(
+            metrics
+                .render(later)
+                .contains("natter_store_log_restarts_total 5")
+        );
+        let postgres = metrics.render(StoreStats::default());
+        assert!(!postgres.contains("natter_store_log"), "{postgres}");
     }
 }

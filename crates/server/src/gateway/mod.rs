@@ -60,6 +60,6 @@ async fn healthz(State(app): State<Arc<AppState>>) -> impl IntoResponse {
 async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.metrics.render(),
+        app.metrics.render(app.core.store().stats()),
     )
 }

@@ -30,6 +30,9 @@ async fn health_metrics_and_openapi_are_served() {
         "natter_send_ack_seconds_count 1",
         "natter_store_commit_seconds_count",
         "natter_slow_reader_disconnects_total 0",
+        // The embedded store's write-ahead log: some frames, not restarted yet.
+        "natter_store_log_frames ",
+        "natter_store_log_restarts_total 0",
     ];
     let mut metrics = String::new();
     for _ in 0..100 {

@@ -71,6 +71,20 @@ struct Shared {
     restarts: AtomicU64,
 }
 
+/// The log's length after the last commit, and how often it started over: for the metrics page.
+#[derive(Clone)]
+pub(crate) struct WalGauge(Arc<Shared>);
+
+impl WalGauge {
+    pub(crate) fn frames(&self) -> u64 {
+        self.0.frames.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn restarts(&self) -> u64 {
+        self.0.restarts.load(Ordering::Relaxed)
+    }
+}
+
 /// The writer's side: how long the log is, and the checkpoint thread's doorbell.
 pub(crate) struct WalWatch {
     shared: Arc<Shared>,
@@ -199,10 +213,9 @@ impl WalWatch {
         }
     }
 
-    /// Times the log has started over since the store opened.
-    #[cfg(test)]
-    pub(crate) fn restarts(&self) -> u64 {
-        self.shared.restarts.load(Ordering::Relaxed)
+    /// The log's length and restarts, readable without the writer's lock.
+    pub(crate) fn gauge(&self) -> WalGauge {
+        WalGauge(self.shared.clone())
     }
 
     /// The writer's checkpoint, between two commit groups: milliseconds of copying and two

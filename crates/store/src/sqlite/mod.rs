@@ -191,6 +191,8 @@ pub struct SqliteStore {
     path: Arc<WritePath>,
     readers: Arc<ReaderPool>,
     reader_permits: Arc<Semaphore>,
+    /// The write-ahead log's length and restarts, for `Store::stats`.
+    wal: checkpoint::WalGauge,
 }
 
 /// The read connections not lent out right now.
@@ -312,6 +314,7 @@ impl SqliteStore {
             .map_err(db_error)?;
         let checkpointer = open_connection(&config.path, config.durability).map_err(db_error)?;
         let wal = WalWatch::start(&mut writer, checkpointer, config.wal_frames_max)?;
+        let wal_gauge = wal.gauge();
         let path = Arc::new(WritePath {
             writer: Mutex::new(Writer {
                 conn: writer,
@@ -338,6 +341,7 @@ impl SqliteStore {
             path,
             reader_permits: Arc::new(Semaphore::new(readers.len())),
             readers: Arc::new(Mutex::new(readers)),
+            wal: wal_gauge,
         })
     }
 
@@ -473,17 +477,6 @@ impl SqliteStore {
     pub(crate) fn lend_now(&self) -> Option<Lent> {
         let permit = self.reader_permits.clone().try_acquire_owned().ok()?;
         Lent::take(&self.readers, permit)
-    }
-
-    /// Times the log has started over since the store opened.
-    #[cfg(test)]
-    pub(crate) fn log_restarts(&self) -> u64 {
-        let writer = self
-            .path
-            .writer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        writer.wal.restarts()
     }
 
     pub(crate) fn head_pos(&self) -> Pos {

@@ -6,7 +6,7 @@ use natter_core::store::{
     AccountStore, ChangedConversation, CommitListener, ConversationStore, Membership, MessageStore,
     NewMessage, SyncRequest, UserRecord,
 };
-use natter_core::{Error, Result, Store};
+use natter_core::{Error, Result, Store, StoreStats};
 use natter_proto::{
     Ack, Conversation, ConversationId, Device, DeviceId, HistoryPage, Message, Pos, Receipt, Role,
     Seq, SyncPage, User, UserId,
@@ -340,6 +340,13 @@ impl Store for SqliteStore {
     fn set_commit_listener(&self, listener: CommitListener) {
         if self.path.listener.set(listener).is_err() {
             tracing::warn!("commit listener already set; keeping the first");
+        }
+    }
+
+    fn stats(&self) -> StoreStats {
+        StoreStats {
+            log_frames: Some(self.wal.frames()),
+            log_restarts: Some(self.wal.restarts()),
         }
     }
 
