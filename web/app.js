@@ -259,17 +259,37 @@ const CACHED_TIMELINES = 8;
 const CACHED_MESSAGES = 60;
 /** Conversations opened, most recent first. @type {number[]} */
 let recentlyOpened = [];
-/** @type {ReturnType<typeof setTimeout> | undefined} */
-let cacheTimer;
 
 const cacheKey = () => `${CACHE_PREFIX}u${me()}`;
 
+/**
+ * Run `fn` once, `ms` after the first `schedule` since it last ran, however many came between:
+ * a burst of changes costs one write to localStorage. `cancel` drops a pending run (sign-out).
+ * @param {() => void} fn
+ * @param {number} ms
+ */
+function coalesced(fn, ms) {
+  /** @type {ReturnType<typeof setTimeout> | undefined} */
+  let timer;
+  return {
+    schedule() {
+      if (timer) return;
+      timer = setTimeout(() => {
+        timer = undefined;
+        fn();
+      }, ms);
+    },
+    cancel() {
+      if (timer) clearTimeout(timer);
+      timer = undefined;
+    },
+  };
+}
+
+const cacheWrite = coalesced(() => saveCache(), 1500);
+
 function saveCacheSoon() {
-  if (cacheTimer || !state.session) return;
-  cacheTimer = setTimeout(() => {
-    cacheTimer = undefined;
-    saveCache();
-  }, 1500);
+  if (state.session) cacheWrite.schedule();
 }
 
 function saveCache() {
@@ -341,8 +361,6 @@ async function refreshTimeline(id) {
 // does not lose it; cleared on send and on sign-out.
 
 const DRAFTS_PREFIX = 'natter.drafts.';
-/** @type {ReturnType<typeof setTimeout> | undefined} */
-let draftsTimer;
 
 const draftsKey = () => `${DRAFTS_PREFIX}u${me()}`;
 
@@ -357,12 +375,10 @@ function loadDrafts() {
   }
 }
 
+const draftsWrite = coalesced(() => saveDrafts(), 300);
+
 function saveDraftsSoon() {
-  if (draftsTimer || !state.session) return;
-  draftsTimer = setTimeout(() => {
-    draftsTimer = undefined;
-    saveDrafts();
-  }, 300);
+  if (state.session) draftsWrite.schedule();
 }
 
 function saveDrafts() {
@@ -1897,10 +1913,8 @@ async function signOut(notice, revoke = true) {
     localStorage.removeItem(cacheKey());
     localStorage.removeItem(draftsKey());
   }
-  if (cacheTimer) clearTimeout(cacheTimer);
-  cacheTimer = undefined;
-  if (draftsTimer) clearTimeout(draftsTimer);
-  draftsTimer = undefined;
+  cacheWrite.cancel();
+  draftsWrite.cancel();
   state.drafts.clear();
   state.client = null;
   state.session = null;

@@ -18,9 +18,6 @@ pub struct Metrics {
     pub store_commit_seconds: Histogram,
     pub slow_reader_disconnects: IntCounter,
     pub connections_refused: IntCounter,
-    /// From `Store::stats` at each scrape (SQLite only: absent on PostgreSQL).
-    store_log_frames: IntGauge,
-    store_log_restarts: IntCounter,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -47,20 +44,7 @@ impl Metrics {
             IntGauge::new("natter_connections_open", "Open WebSocket connections")
                 .unwrap_or_else(|_| unreachable_metric("natter_connections_open"));
         let _ = registry.register(Box::new(connections_open.clone()));
-        // Not registered: `render` adds them when the store has them.
-        let store_log_frames = IntGauge::new(
-            "natter_store_log_frames",
-            "Frames (1 KiB pages) in SQLite's write-ahead log after the last commit",
-        )
-        .unwrap_or_else(|_| unreachable_metric("natter_store_log_frames"));
-        let store_log_restarts = IntCounter::new(
-            "natter_store_log_restarts_total",
-            "Times SQLite's write-ahead log started over",
-        )
-        .unwrap_or_else(|_| unreachable_metric("natter_store_log_restarts_total"));
         Metrics {
-            store_log_frames,
-            store_log_restarts,
             connections_open,
             frames_in: counter("natter_frames_in_total", "WebSocket frames received"),
             frames_out: counter("natter_frames_out_total", "WebSocket frames sent"),
@@ -92,17 +76,21 @@ impl Metrics {
     /// The Prometheus text exposition of every metric, with the store's own figures.
     pub fn render(&self, store: StoreStats) -> String {
         let mut families = self.registry.gather();
+        // The store's own figures, made afresh from `Store::stats` at each scrape (SQLite only:
+        // absent on PostgreSQL), so that concurrent scrapes share no state.
         if let Some(frames) = store.log_frames {
-            self.store_log_frames
-                .set(i64::try_from(frames).unwrap_or(i64::MAX));
-            families.extend(self.store_log_frames.collect());
+            let name = "natter_store_log_frames";
+            let help = "Frames (1 KiB pages) in SQLite's write-ahead log after the last commit";
+            let gauge = IntGauge::new(name, help).unwrap_or_else(|_| unreachable_metric(name));
+            gauge.set(i64::try_from(frames).unwrap_or(i64::MAX));
+            families.extend(gauge.collect());
         }
         if let Some(restarts) = store.log_restarts {
-            // A counter only goes up: it takes the difference since the last scrape.
-            let counted = self.store_log_restarts.get();
-            self.store_log_restarts
-                .inc_by(restarts.saturating_sub(counted));
-            families.extend(self.store_log_restarts.collect());
+            let name = "natter_store_log_restarts_total";
+            let help = "Times SQLite's write-ahead log started over";
+            let counter = IntCounter::new(name, help).unwrap_or_else(|_| unreachable_metric(name));
+            counter.inc_by(restarts);
+            families.extend(counter.collect());
         }
         let mut buffer = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&families, &mut buffer) {

@@ -568,9 +568,12 @@ const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// `None` for a broken or reset connection, which nothing can be sent on.
 fn close_for(e: &axum::Error) -> Option<(u16, &'static str)> {
     use tungstenite::Error as WsError;
+    use tungstenite::error::ProtocolError;
     match std::error::Error::source(e)?.downcast_ref::<WsError>()? {
         WsError::Capacity(_) => Some((close_code::FRAME_TOO_LARGE, "frame too large")),
         WsError::Utf8(_) => Some((close_code::INVALID_PAYLOAD, "text frame is not UTF-8")),
+        // A reset is the network's doing (or the client's), not a frame of theirs.
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
         WsError::Protocol(_) => Some((close_code::PROTOCOL_ERROR, "websocket protocol error")),
         _ => None,
     }
