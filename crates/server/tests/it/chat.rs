@@ -304,6 +304,33 @@ async fn a_returning_device_syncs_what_it_missed_in_bounded_pages() {
 }
 
 #[tokio::test]
+async fn a_sync_sent_before_the_hello_arrives_is_answered_after_it() {
+    let server = Server::start("pipelined-sync", &[]);
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let mut a = Raw::connect(&server, &alice.token).await;
+    let direct = conversation(
+        a.call(json!({"type": "create_direct", "user_id": bob.user.id}))
+            .await
+            .unwrap(),
+    );
+    a.call(json!({"type": "send", "conversation_id": direct.id, "client_msg_id": "a-1", "content": text("while you were away")}))
+        .await
+        .unwrap();
+
+    // A reconnecting client may send its sync at once, a round trip before the hello reaches it.
+    let mut b = Raw::connect_without_hello(&server, &bob.token).await;
+    let id = b.command(json!({"type": "sync", "cursor": 0})).await;
+    let hello = b.next_frame().await;
+    assert!(matches!(hello, ServerFrame::Hello(_)), "{hello:?}");
+    let page: SyncPage = serde_json::from_value(b.reply(id).await.unwrap()).unwrap();
+    assert_eq!(page.conversations.len(), 1);
+    assert_eq!(page.messages.len(), 1);
+    assert_eq!(page.messages[0].conversation_id, direct.id);
+    assert!(!page.more);
+}
+
+#[tokio::test]
 async fn presence_and_typing_reach_only_those_who_share_a_conversation() {
     let server = Server::start("presence", &[]);
     let alice = server.register("alice").await;

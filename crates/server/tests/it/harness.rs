@@ -245,6 +245,14 @@ impl Raw {
         raw
     }
 
+    /// Connected, the `hello` not read yet: for a client that sends before it arrives.
+    pub async fn connect_without_hello(server: &Server, token: &str) -> Raw {
+        let (ws, _) = tokio_tungstenite::connect_async(server.ws_url(token))
+            .await
+            .expect("websocket connect");
+        Raw { ws, next_id: 0 }
+    }
+
     pub async fn send_text(&mut self, text: String) {
         self.ws
             .send(WsMessage::Text(text.into()))
