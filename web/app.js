@@ -356,6 +356,43 @@ async function refreshTimeline(id) {
   }
 }
 
+// ----- small maps in localStorage ------------------------------------------------------------
+// Drafts and hidden groups are each kept as one JSON object keyed by conversation id.
+
+/**
+ * Add to `into` the entries saved under `key` whose value passes `valid`. Unreadable storage is
+ * an empty map.
+ * @template V
+ * @param {string} key
+ * @param {Map<number, V>} into
+ * @param {(value: any) => boolean} valid
+ */
+function readIdMap(key, into, valid) {
+  try {
+    const saved = JSON.parse(localStorage.getItem(key) ?? '{}');
+    for (const [id, value] of Object.entries(saved ?? {})) {
+      if (valid(value)) into.set(Number(id), value);
+    }
+  } catch {
+    // Unreadable: nothing saved.
+  }
+}
+
+/**
+ * Save `entries` under `key`, or remove the key when there are none. A full storage only costs
+ * them across a reload.
+ * @param {string} key
+ * @param {[number, any][]} entries
+ */
+function writeIdMap(key, entries) {
+  try {
+    if (entries.length) localStorage.setItem(key, JSON.stringify(Object.fromEntries(entries)));
+    else localStorage.removeItem(key);
+  } catch {
+    // Full or unavailable storage.
+  }
+}
+
 // ----- drafts -------------------------------------------------------------------------------
 // What is written and not sent, per conversation, kept in localStorage per user so that a reload
 // does not lose it; cleared on send and on sign-out.
@@ -365,14 +402,7 @@ const DRAFTS_PREFIX = 'natter.drafts.';
 const draftsKey = () => `${DRAFTS_PREFIX}u${me()}`;
 
 function loadDrafts() {
-  try {
-    const saved = JSON.parse(localStorage.getItem(draftsKey()) ?? '{}');
-    for (const [id, text] of Object.entries(saved ?? {})) {
-      if (typeof text === 'string' && text) state.drafts.set(Number(id), text);
-    }
-  } catch {
-    // Unreadable drafts are no drafts.
-  }
+  readIdMap(draftsKey(), state.drafts, (text) => typeof text === 'string' && text !== '');
 }
 
 const draftsWrite = coalesced(() => saveDrafts(), 300);
@@ -383,13 +413,7 @@ function saveDraftsSoon() {
 
 function saveDrafts() {
   if (!state.session) return;
-  const drafts = Object.fromEntries([...state.drafts].filter(([, text]) => text.trim()));
-  try {
-    if (Object.keys(drafts).length) localStorage.setItem(draftsKey(), JSON.stringify(drafts));
-    else localStorage.removeItem(draftsKey());
-  } catch {
-    // A full storage only costs the drafts across a reload.
-  }
+  writeIdMap(draftsKey(), [...state.drafts].filter(([, text]) => text.trim()));
 }
 
 // ----- hidden groups ------------------------------------------------------------------------
@@ -402,23 +426,11 @@ const HIDDEN_PREFIX = 'natter.hidden.';
 const hiddenKey = () => `${HIDDEN_PREFIX}u${me()}`;
 
 function loadHidden() {
-  try {
-    const saved = JSON.parse(localStorage.getItem(hiddenKey()) ?? '{}');
-    for (const [id, seq] of Object.entries(saved ?? {})) {
-      if (typeof seq === 'number') state.hidden.set(Number(id), seq);
-    }
-  } catch {
-    // Unreadable: nothing hidden.
-  }
+  readIdMap(hiddenKey(), state.hidden, (seq) => typeof seq === 'number');
 }
 
 function saveHidden() {
-  try {
-    if (state.hidden.size) localStorage.setItem(hiddenKey(), JSON.stringify(Object.fromEntries(state.hidden)));
-    else localStorage.removeItem(hiddenKey());
-  } catch {
-    // A full storage only costs the hiding across a reload.
-  }
+  writeIdMap(hiddenKey(), [...state.hidden]);
 }
 
 /**

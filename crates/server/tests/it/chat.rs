@@ -309,12 +309,8 @@ async fn a_sync_sent_before_the_hello_arrives_is_answered_after_it() {
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
     let mut a = Raw::connect(&server, &alice.token).await;
-    let direct = conversation(
-        a.call(json!({"type": "create_direct", "user_id": bob.user.id}))
-            .await
-            .unwrap(),
-    );
-    a.call(json!({"type": "send", "conversation_id": direct.id, "client_msg_id": "a-1", "content": text("while you were away")}))
+    let direct = a.create_direct(bob.user.id).await;
+    a.call(json!({"type": "send", "conversation_id": direct, "client_msg_id": "a-1", "content": text("while you were away")}))
         .await
         .unwrap();
 
@@ -326,7 +322,7 @@ async fn a_sync_sent_before_the_hello_arrives_is_answered_after_it() {
     let page: SyncPage = serde_json::from_value(b.reply(id).await.unwrap()).unwrap();
     assert_eq!(page.conversations.len(), 1);
     assert_eq!(page.messages.len(), 1);
-    assert_eq!(page.messages[0].conversation_id, direct.id);
+    assert_eq!(page.messages[0].conversation_id, direct);
     assert!(!page.more);
 }
 

@@ -236,10 +236,7 @@ pub struct Raw {
 
 impl Raw {
     pub async fn connect(server: &Server, token: &str) -> Raw {
-        let (ws, _) = tokio_tungstenite::connect_async(server.ws_url(token))
-            .await
-            .expect("websocket connect");
-        let mut raw = Raw { ws, next_id: 0 };
+        let mut raw = Raw::connect_without_hello(server, token).await;
         let hello = raw.next_frame().await;
         assert!(matches!(hello, ServerFrame::Hello(_)), "{hello:?}");
         raw
