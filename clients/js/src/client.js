@@ -129,6 +129,14 @@ const MARK_DELAY_MS = 150;
  */
 
 /**
+ * A `sync` sent as soon as the socket opened, before the `hello` said whose connection it is.
+ * @typedef {object} EarlySync
+ * @property {number} cursor The cursor it asked from.
+ * @property {number | undefined} userId The user that cursor belongs to (unknown on a fresh client).
+ * @property {Promise<SyncPage> | undefined} reply Set once the socket opened and the sync went.
+ */
+
+/**
  * One connection's lifetime.
  * @typedef {object} Session
  * @property {Connection} conn
@@ -381,14 +389,26 @@ export class NatterClient {
     this.connecting = true;
     this.setStatus('connecting');
     this.emit('connecting', { attempt: this.attempt });
-    Connection.open(this.url, { WebSocket: this.WebSocket, timeoutMs: this.options.connectTimeoutMs }).then(
+    // The first sync goes as soon as the socket is open, without waiting for the hello
+    // (protocol.md §9.4); `onConnected` takes its page only if the hello names the user the
+    // cursor belongs to. A cursor of 0 belongs to anyone, so a fresh client sends it too.
+    /** @type {EarlySync | undefined} */
+    const early = !this.wantsBootstrap() && (this.cursor === 0 || this.userId !== undefined)
+      ? { cursor: this.cursor, userId: this.userId, reply: undefined }
+      : undefined;
+    const onOpen = early && ((/** @type {Connection} */ conn) => {
+      early.reply = conn.request('sync', { cursor: early.cursor }, this.options.requestTimeoutMs);
+      // Left unused when the hello says otherwise: its failure is nobody's business then.
+      early.reply.catch(() => {});
+    });
+    Connection.open(this.url, { WebSocket: this.WebSocket, timeoutMs: this.options.connectTimeoutMs, onOpen }).then(
       (conn) => {
         this.connecting = false;
         if (this.stopped) {
           conn.close();
           return;
         }
-        this.onConnected(conn);
+        this.onConnected(conn, early);
       },
       (error) => {
         this.connecting = false;
@@ -425,8 +445,17 @@ export class NatterClient {
     }, delay);
   }
 
-  /** @param {Connection} conn */
-  onConnected(conn) {
+  /** Whether the next session starts from the present (`initialSync: 'recent'`) instead of syncing. */
+  wantsBootstrap() {
+    return this.options.initialSync === 'recent' && this.cursor === 0
+      && Object.keys(this.reorder.deliveredAll()).length === 0;
+  }
+
+  /**
+   * @param {Connection} conn
+   * @param {EarlySync} [early] The sync sent before the hello, if one was.
+   */
+  onConnected(conn, early) {
     const hello = /** @type {Hello} */ (conn.hello);
     if (this.userId !== undefined && this.userId !== hello.user.id) {
       // The saved state belongs to someone else: never send their outbox with this token.
@@ -443,8 +472,7 @@ export class NatterClient {
     this.userId = hello.user.id;
     this.hello = hello;
     this.deferredCursor = 0;
-    const bootstrap = this.options.initialSync === 'recent' && this.cursor === 0
-      && Object.keys(this.reorder.deliveredAll()).length === 0;
+    const bootstrap = this.wantsBootstrap();
     /** @type {Session} */
     const session = {
       conn,
@@ -477,8 +505,14 @@ export class NatterClient {
     this.emit('connected', { hello });
     for (const w of this.sessionWaiters.splice(0)) w.resolve(session);
     for (const entry of this.outbox.values()) entry.state = 'queued';
+    // The early page is this session's first if it asked from where the session starts, for
+    // this user (a page from 0 is right for anyone).
+    const earlyReply = early?.reply && !bootstrap && early.cursor === session.syncCursor
+      && (early.cursor === 0 || early.userId === hello.user.id)
+      ? early.reply
+      : undefined;
     if (bootstrap) this.bootstrap(session);
-    else this.syncNext(session);
+    else this.syncNext(session, earlyReply);
     this.pumpSends(session);
     this.scheduleMarks(0);
   }
@@ -577,9 +611,13 @@ export class NatterClient {
     );
   }
 
-  /** @param {Session} session */
-  syncNext(session) {
-    session.conn.request('sync', { cursor: session.syncCursor }, this.options.requestTimeoutMs).then(
+  /**
+   * Ask for the next sync page (or take `reply`, a sync already sent for `session.syncCursor`).
+   * @param {Session} session
+   * @param {Promise<SyncPage>} [reply]
+   */
+  syncNext(session, reply) {
+    (reply ?? session.conn.request('sync', { cursor: session.syncCursor }, this.options.requestTimeoutMs)).then(
       (page) => this.onSync(session, page),
       (error) => {
         if (this.session !== session) return;

@@ -348,6 +348,87 @@ describe('history and sync', () => {
   });
 });
 
+/**
+ * A WebSocket that notes, in order, the type of every frame it sends (`→ sync`) and of every
+ * frame it receives (`← hello`).
+ * @param {string[]} log
+ */
+function recordingWebSocket(log) {
+  const Base = /** @type {any} */ (globalThis).WebSocket;
+  return class extends Base {
+    /** @param {string} url @param {string | string[]} [protocols] */
+    constructor(url, protocols) {
+      super(url, protocols);
+      this.addEventListener('message', (/** @type {MessageEvent} */ event) => {
+        log.push(`← ${JSON.parse(event.data).type}`);
+      });
+    }
+
+    /** @param {string} data */
+    send(data) {
+      const frame = JSON.parse(data);
+      log.push(frame.type === 'sync' ? `→ sync ${frame.cursor}` : `→ ${frame.type}`);
+      super.send(data);
+    }
+  };
+}
+
+describe('pipelined sync', () => {
+  it('sends its first sync before the hello comes, and applies its page', async () => {
+    const { alice, bob, conversation } = await pair();
+    await alice.api.send(conversation.id, 'one');
+    /** @type {string[]} */
+    const log = [];
+    const storage = new MemoryStorage();
+    const b1 = client(bob.token, { storage, WebSocket: recordingWebSocket(log) });
+    const first = collectMessages(b1);
+    await nextEvent(b1, 'synced');
+    assert.deepEqual(log.slice(0, 3), ['→ sync 0', '← hello', '← result']);
+    assert.deepEqual(texts(first), ['one']);
+    b1.close();
+
+    await alice.api.send(conversation.id, 'two');
+    log.length = 0;
+    const b2 = client(bob.token, { storage, WebSocket: recordingWebSocket(log) });
+    const second = collectMessages(b2);
+    await nextEvent(b2, 'synced');
+    assert.equal(log[0], `→ sync ${b1.state.cursor}`);
+    assert.equal(log[1], '← hello');
+    assert.equal(log.filter((l) => l.startsWith('→ sync')).length, 1);
+    assert.deepEqual(texts(second), ['two']);
+  });
+
+  it('drops the early page when the hello names another user than the saved cursor\'s', async () => {
+    const { alice, bob, conversation } = await pair();
+    for (let i = 1; i <= 3; i++) await alice.api.send(conversation.id, `to bob ${i}`);
+    const head = await alice.api.conversation(conversation.id);
+    // Alice's saved state, at a cursor above every message of bob's: the page bob's token gets
+    // for it holds none of them.
+    const storage = new MemoryStorage();
+    const asAlice = new NatterClient({ server: server.url, token: alice.token, storage });
+    asAlice.userId = alice.user.id;
+    asAlice.cursor = head.last_pos;
+    asAlice.saveState();
+    /** @type {string[]} */
+    const log = [];
+    const b = client(bob.token, { storage, WebSocket: recordingWebSocket(log) });
+    const seen = collectMessages(b);
+    await nextEvent(b, 'synced');
+    assert.deepEqual(log.slice(0, 2), [`→ sync ${head.last_pos}`, '← hello']);
+    assert.ok(log.includes('→ sync 0'), log.join(', '));
+    assert.deepEqual(texts(seen.filter((m) => m.conversation_id === conversation.id)), ['to bob 1', 'to bob 2', 'to bob 3']);
+  });
+
+  it('sends nothing before the hello when it starts from the present', async () => {
+    const { bob } = await pair();
+    /** @type {string[]} */
+    const log = [];
+    const b = client(bob.token, { initialSync: 'recent', WebSocket: recordingWebSocket(log) });
+    await nextEvent(b, 'synced');
+    assert.equal(log[0], '← hello');
+  });
+});
+
 describe('outbox', () => {
   it('survives a reload: pending messages are sent once, with their ids', async () => {
     const { alice, bob, conversation } = await pair();

@@ -391,9 +391,33 @@ pub async fn open(
     encoding: Arc<Encoding>,
     handler: Box<dyn Handler>,
 ) -> Result<Conn, ConnectError> {
+    open_with(endpoint, source, token, conn_id, encoding, handler, None).await
+}
+
+/// [`open`], writing `before_hello` (a Natter command) right after the WebSocket upgrade,
+/// without waiting for the `hello`: the server reads it after the hello (protocol.md §3.2, §9.4),
+/// so a client that comes back and syncs saves a round trip. Its reply reaches the handler as any
+/// other, after the hello.
+pub async fn open_with(
+    endpoint: &Endpoint,
+    source: Option<IpAddr>,
+    token: &str,
+    conn_id: u64,
+    encoding: Arc<Encoding>,
+    handler: Box<dyn Handler>,
+    before_hello: Option<Out>,
+) -> Result<Conn, ConnectError> {
     match tokio::time::timeout(
         SETUP_TIMEOUT,
-        open_inner(endpoint, source, token, conn_id, encoding, handler),
+        open_inner(
+            endpoint,
+            source,
+            token,
+            conn_id,
+            encoding,
+            handler,
+            before_hello,
+        ),
     )
     .await
     {
@@ -409,6 +433,7 @@ async fn open_inner(
     conn_id: u64,
     encoding: Arc<Encoding>,
     handler: Box<dyn Handler>,
+    before_hello: Option<Out>,
 ) -> Result<Conn, ConnectError> {
     let mut rng = Rng::new(conn_id.wrapping_mul(7919) ^ wire::Rng::seeded().next());
     let mut stream = wire::tcp_connect(source, endpoint.addr).await?;
@@ -441,6 +466,19 @@ async fn open_inner(
             }
             let mut buf = ReadBuf::new(rest);
             let (mut rd, mut wr) = stream.into_split();
+            if let Some(item) = before_hello {
+                let mut frame = Vec::new();
+                encode(
+                    endpoint.proto,
+                    item,
+                    &mut frame,
+                    &mut Scratch::default(),
+                    conn_id,
+                    &encoding,
+                    &mut rng,
+                );
+                wire::write_all(&mut wr, &frame).await?;
+            }
             // The first frame is `hello`; an `error` frame or a close means refusal.
             loop {
                 match parser.next(&mut buf)? {

@@ -480,7 +480,7 @@ pub async fn reconnect(common: &Common, args: &ReconnectArgs) -> Result<Reconnec
     let gap_left = args.gap.saturating_sub(dropped.elapsed());
     tokio::time::sleep(gap_left).await;
 
-    // Come back, all at once: each syncs from its cursor as soon as it has its hello.
+    // Come back, all at once: each syncs from its cursor as soon as its socket is upgraded.
     let targets = writer.max_seqs();
     let back_ns = stats::now_ns();
     for state in &states {
@@ -528,14 +528,20 @@ pub async fn reconnect(common: &Common, args: &ReconnectArgs) -> Result<Reconnec
                         state: state.clone(),
                         shared,
                     });
-                    let result =
-                        conn::open(&endpoint, Some(source), &token, c as u64, encoding, handler)
-                            .await;
+                    // The sync goes right after the upgrade, as protocol.md §9.4 allows: the
+                    // hello's round trip is not waited for.
+                    let cursor = state.lock().map(|s| s.cursor).unwrap_or(0);
+                    let result = conn::open_with(
+                        &endpoint,
+                        Some(source),
+                        &token,
+                        c as u64,
+                        encoding,
+                        handler,
+                        Some(sync_command(cursor, 500)),
+                    )
+                    .await;
                     drop(permit);
-                    if let Ok(conn) = &result {
-                        let cursor = state.lock().map(|s| s.cursor).unwrap_or(0);
-                        conn.send(sync_command(cursor, 500));
-                    }
                     result
                 }));
             }

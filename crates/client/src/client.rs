@@ -9,8 +9,9 @@
 //!
 //! # Delivery
 //!
-//! After every (re)connect the driver sends `sync {cursor}` until a page says `more: false`,
-//! applying each page (conversation states, then messages) before storing its cursor. Live events
+//! After every (re)connect the driver sends `sync {cursor}` until a page says `more: false`
+//! (the first one right after the WebSocket upgrade, without waiting for the `hello`: protocol.md
+//! §9.4), applying each page (conversation states, then messages) before storing its cursor. Live events
 //! are applied as they come; their `cursor` is taken only once that sync is done. Every message
 //! goes through the [`Reorderer`], and gaps it finds are filled with `history` once the sync is
 //! done (the sync would bring most of them anyway).
@@ -39,7 +40,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::backoff::Backoff;
-use crate::connection::{ConnectOptions, Connection, Requester, frame_name};
+use crate::connection::{ConnectOptions, Connection, EarlySync, Requester, frame_name};
 use crate::error::ClientError;
 use crate::order::{Fill, Reorderer};
 use crate::state::ClientState;
@@ -448,6 +449,13 @@ impl Entry {
     }
 }
 
+/// A connection that said hello, with the reply to the `sync` sent before the hello and the
+/// cursor it asked from, if one was sent.
+struct Connected {
+    conn: Connection,
+    early_sync: Option<(Pos, EarlySync)>,
+}
+
 enum Done {
     Sync(Result<SyncPage, ClientError>),
     History {
@@ -513,7 +521,7 @@ struct Driver {
     conn: Option<Connection>,
     session: Option<Session>,
     in_flight: FuturesUnordered<BoxFuture<Done>>,
-    connecting: Option<BoxFuture<Result<Connection, ClientError>>>,
+    connecting: Option<BoxFuture<Result<Connected, ClientError>>>,
     reconnect_at: Option<Instant>,
     attempt: u32,
     server_index: usize,
@@ -595,7 +603,7 @@ impl Driver {
                 result = poll_option(&mut self.connecting) => {
                     self.connecting = None;
                     match result {
-                        Ok(conn) => self.on_connected(conn),
+                        Ok(connected) => self.on_connected(connected),
                         Err(error) => self.on_connect_failed(error),
                     }
                 }
@@ -640,13 +648,37 @@ impl Driver {
         let server = self.config.servers[self.server_index % self.config.servers.len()].clone();
         let token = self.config.token.clone();
         let options = self.config.connect.clone();
+        // The first sync page goes with the upgrade when it could be taken in now (the same rule
+        // as `pump`'s): the session would send it first thing anyway.
+        let early_cursor = (self.config.sync && self.has_room()).then_some(self.cursor);
         tracing::debug!(%server, attempt = self.attempt, "connecting");
         self.connecting = Some(Box::pin(async move {
-            Connection::connect_with(&server, &token, &options).await
+            match early_cursor {
+                Some(cursor) => {
+                    let (conn, early) =
+                        Connection::connect_and_sync(&server, &token, &options, cursor, None)
+                            .await?;
+                    Ok(Connected {
+                        conn,
+                        early_sync: Some((cursor, early)),
+                    })
+                }
+                None => Ok(Connected {
+                    conn: Connection::connect_with(&server, &token, &options).await?,
+                    early_sync: None,
+                }),
+            }
         }));
     }
 
-    fn on_connected(&mut self, conn: Connection) {
+    /// Room in the application's queue for another sync page or history fill: each brings more
+    /// events.
+    fn has_room(&self) -> bool {
+        self.pending.len() < self.config.event_capacity.max(2) / 2
+    }
+
+    fn on_connected(&mut self, connected: Connected) {
+        let Connected { conn, early_sync } = connected;
         let hello = conn.hello().clone();
         tracing::debug!(server = conn.server(), user = %hello.user.username, "connected");
         // The new sync recomputes it; a cursor held back in an older session must not jump
@@ -679,6 +711,20 @@ impl Driver {
         self.delayed.clear();
         self.ready = self.outbox.keys().copied().collect();
         self.conn = Some(conn);
+        // The sync sent with the upgrade is this session's first page, if it asked from where
+        // the session starts (nothing moves the cursor between connects, but a page for another
+        // cursor would be wrong to apply, so it is checked, and dropped if it differs).
+        if let Some((cursor, early)) = early_sync
+            && let Some(session) = &mut self.session
+            && session.syncing
+            && cursor == session.sync_cursor
+        {
+            session.sync_in_flight = true;
+            let timeout = self.config.request_timeout;
+            self.in_flight.push(Box::pin(async move {
+                Done::Sync(timed(timeout, "sync", early.page()).await)
+            }));
+        }
     }
 
     fn on_connect_failed(&mut self, error: ClientError) {
@@ -842,6 +888,7 @@ impl Driver {
     /// sends. Sync and fills wait while the application is behind, since each brings more
     /// events.
     fn pump(&mut self) {
+        let room = self.has_room();
         let Some(conn) = &self.conn else {
             return;
         };
@@ -849,7 +896,6 @@ impl Driver {
             return;
         };
         let now = Instant::now();
-        let room = self.pending.len() < self.config.event_capacity.max(2) / 2;
         let timeout = self.config.request_timeout;
 
         if session.syncing

@@ -224,9 +224,7 @@ impl Requester {
         command: Command,
     ) -> Result<T, ClientError> {
         let name = command.name();
-        let data = self.request(command).await?;
-        serde_json::from_value(data)
-            .map_err(|e| ClientError::Protocol(format!("unexpected `{name}` result: {e}")))
+        decode_result(name, self.request(command).await?)
     }
 
     /// True once the connection has closed.
@@ -369,6 +367,35 @@ impl Requester {
     }
 }
 
+fn decode_result<T: DeserializeOwned>(name: &str, data: Value) -> Result<T, ClientError> {
+    serde_json::from_value(data)
+        .map_err(|e| ClientError::Protocol(format!("unexpected `{name}` result: {e}")))
+}
+
+/// The id of the `sync` that [`Connection::connect_and_sync`] sends before the `hello`: the first
+/// of the connection's ids, so that no later request can take it.
+const EARLY_SYNC_ID: u64 = 1;
+
+/// The reply to the `sync` that [`Connection::connect_and_sync`] sent before the `hello` came.
+///
+/// It fails with [`ClientError::Disconnected`] if the connection ends first, like any request.
+/// Dropping it abandons the page (the reply is then discarded when it arrives).
+#[derive(Debug)]
+pub struct EarlySync {
+    reply: oneshot::Receiver<Reply>,
+    requester: Requester,
+}
+
+impl EarlySync {
+    /// Wait for the page.
+    pub async fn page(self) -> Result<SyncPage, ClientError> {
+        match self.reply.await {
+            Ok(reply) => decode_result("sync", reply?),
+            Err(_) => Err(self.requester.shared.closed_error()),
+        }
+    }
+}
+
 /// An open WebSocket connection that has received its `hello`.
 ///
 /// Derefs to its [`Requester`] for commands. Dropping it closes the socket and fails every
@@ -413,6 +440,44 @@ impl Connection {
         token: &str,
         options: &ConnectOptions,
     ) -> Result<Connection, ClientError> {
+        let (connection, _) = Connection::open(server, token, options, None).await?;
+        Ok(connection)
+    }
+
+    /// [`connect_with`](Self::connect_with), sending `sync {cursor, limit}` right after the
+    /// WebSocket upgrade instead of after the `hello`: the server reads it after the hello
+    /// (protocol.md §3.2, §9.4), so a client that comes back saves a round trip. The token names
+    /// the user, so a cursor saved for this token's user is the right one to send.
+    pub async fn connect_and_sync(
+        server: &str,
+        token: &str,
+        options: &ConnectOptions,
+        cursor: Pos,
+        limit: Option<u32>,
+    ) -> Result<(Connection, EarlySync), ClientError> {
+        let (connection, reply) = Connection::open(
+            server,
+            token,
+            options,
+            Some(Command::Sync { cursor, limit }),
+        )
+        .await?;
+        let reply = reply.ok_or_else(|| ClientError::Protocol("the sync was not sent".into()))?;
+        let early = EarlySync {
+            reply,
+            requester: connection.requester(),
+        };
+        Ok((connection, early))
+    }
+
+    /// Connect, write `before_hello` (as request [`EARLY_SYNC_ID`]) if there is one, and wait for
+    /// the `hello`; the receiver gets that request's reply.
+    async fn open(
+        server: &str,
+        token: &str,
+        options: &ConnectOptions,
+        before_hello: Option<Command>,
+    ) -> Result<(Connection, Option<oneshot::Receiver<Reply>>), ClientError> {
         let url = ws_url(server, token)?;
         let mut request = url
             .as_str()
@@ -433,6 +498,18 @@ impl Connection {
             .map_err(|_| ClientError::Timeout(format!("connecting to {server}")))?
             .map_err(handshake_error)?;
 
+        let early = before_hello.is_some();
+        if let Some(command) = before_hello {
+            let text = ClientFrame {
+                id: EARLY_SYNC_ID,
+                command,
+            }
+            .encode_json();
+            ws.send(WsMessage::text(text))
+                .await
+                .map_err(|e| ClientError::Io(chain(&e)))?;
+        }
+
         let hello = tokio::time::timeout(options.hello_timeout, read_hello(&mut ws))
             .await
             .map_err(|_| ClientError::Timeout(format!("waiting for hello from {server}")))??;
@@ -441,22 +518,30 @@ impl Connection {
         let (out_tx, out_rx) = mpsc::channel(options.write_capacity.max(1));
         let (events_tx, events_rx) = mpsc::channel(options.event_capacity.max(1));
         let (failed_tx, failed_rx) = oneshot::channel();
+        let mut state = SharedState::default();
+        // Registered before the reader starts, so the reply (which follows the hello) finds it.
+        let early_reply = early.then(|| {
+            let (tx, rx) = oneshot::channel();
+            state.pending.insert(EARLY_SYNC_ID, tx);
+            rx
+        });
         let shared = Arc::new(Shared {
-            next_id: AtomicU64::new(1),
+            next_id: AtomicU64::new(EARLY_SYNC_ID + 1),
             out: out_tx,
             frame_bytes_max: hello.limits.frame_bytes_max,
-            state: Mutex::new(SharedState::default()),
+            state: Mutex::new(state),
         });
         let writer = tokio::spawn(write_loop(sink, out_rx, failed_tx));
         let reader = tokio::spawn(read_loop(stream, shared.clone(), events_tx, failed_rx));
-        Ok(Connection {
+        let connection = Connection {
             server: server.to_string(),
             hello,
             requester: Requester { shared },
             events: events_rx,
             reader,
             writer,
-        })
+        };
+        Ok((connection, early_reply))
     }
 
     /// The server address this connection was opened with (without the token).

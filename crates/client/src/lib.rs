@@ -31,7 +31,7 @@ pub mod util;
 
 pub use backoff::Backoff;
 pub use client::{Client, ClientConfig, ClientEvent};
-pub use connection::{CloseInfo, ConnectOptions, Connection, Requester};
+pub use connection::{CloseInfo, ConnectOptions, Connection, EarlySync, Requester};
 pub use error::ClientError;
 pub use order::Reorderer;
 pub use rest::RestClient;

@@ -24,6 +24,9 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// How long a fake that holds its hello waits for the client's first frame.
+const HELLO_HELD_AT_MOST: Duration = Duration::from_secs(2);
+
 enum Out {
     Frame(String),
     Close(u16),
@@ -48,6 +51,10 @@ struct World {
     revoke: bool,
     /// Refuse the WebSocket handshake with 401.
     reject: bool,
+    /// Say hello only once the client's first frame has come (or after `HELLO_HELD_AT_MOST`),
+    /// and note that frame's command in `before_hello`: which commands a client pipelines.
+    hold_hello: bool,
+    before_hello: Vec<String>,
     /// Every command received, as `type` names, and every client_msg_id sent.
     commands: Vec<String>,
     sent_ids: Vec<String>,
@@ -209,18 +216,32 @@ async fn serve(stream: tokio::net::TcpStream, world: Shared) {
         return;
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let revoke = {
+    let (revoke, hold_hello) = {
         let mut w = world.lock().unwrap();
         w.connections += 1;
         w.conns.push(tx.clone());
-        std::mem::take(&mut w.revoke)
+        (std::mem::take(&mut w.revoke), w.hold_hello)
     };
+    let mut first = None;
+    if hold_hello
+        && let Ok(Some(Ok(WsMessage::Text(text)))) =
+            tokio::time::timeout(HELLO_HELD_AT_MOST, ws.next()).await
+    {
+        let frame = ClientFrame::decode_json(&text).unwrap();
+        let name = frame.command.name().to_string();
+        world.lock().unwrap().before_hello.push(name);
+        first = Some(frame);
+    }
     let hello = ServerFrame::Hello(hello()).encode_json();
     if ws.send(WsMessage::text(hello)).await.is_err() {
         return;
     }
     if revoke {
         let _ = tx.send(Out::Close(4001));
+    }
+    // Read after the hello, as the server does (protocol.md §3.2).
+    if let Some(frame) = first {
+        handle(&world, &tx, frame);
     }
     loop {
         tokio::select! {
@@ -420,6 +441,40 @@ async fn sync_pages_deliver_every_message_once_in_order() {
     let state = client.close().await;
     assert_eq!(state.cursor, message.pos);
     assert_eq!(state.delivered, HashMap::from([(1, 10), (2, 6)]));
+}
+
+/// The first sync of every connection goes right after the upgrade, before the hello (protocol.md
+/// §9.4): a server slow to say hello costs no extra round trip.
+#[tokio::test]
+async fn every_connection_syncs_without_waiting_for_the_hello() {
+    let mut w = world_with(&[(1, 6)], 4);
+    w.hold_hello = true;
+    let (addr, world) = start_fake(w).await;
+    let mut client = Client::start(config(vec![addr])).unwrap();
+    let mut events = client.events().unwrap();
+    let started = std::time::Instant::now();
+    let seen = collect_until(&mut events, is_synced).await;
+    assert_eq!(delivered(&seen, 1), (1..=6).collect::<Vec<_>>());
+    assert!(
+        started.elapsed() < HELLO_HELD_AT_MOST,
+        "the fake waited for a first frame that never came"
+    );
+    assert_eq!(world.lock().unwrap().before_hello, ["sync"]);
+
+    // Away while two more messages come; back on a new connection, from the cursor it had.
+    {
+        let mut w = world.lock().unwrap();
+        w.commit(1, None, "7");
+        w.commit(1, None, "8");
+        for conn in w.conns.drain(..) {
+            let _ = conn.send(Out::Drop);
+        }
+    }
+    let seen = collect_until(&mut events, is_synced).await;
+    assert_eq!(delivered(&seen, 1), [7, 8]);
+    assert_eq!(world.lock().unwrap().before_hello, ["sync", "sync"]);
+    let state = client.close().await;
+    assert_eq!(state.delivered, HashMap::from([(1, 8)]));
 }
 
 #[tokio::test]
