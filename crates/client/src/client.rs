@@ -11,10 +11,10 @@
 //!
 //! After every (re)connect the driver sends `sync {cursor}` until a page says `more: false`
 //! (the first one right after the WebSocket upgrade, without waiting for the `hello`: protocol.md
-//! §9.4), applying each page (conversation states, then messages) before storing its cursor. Live events
-//! are applied as they come; their `cursor` is taken only once that sync is done. Every message
-//! goes through the [`Reorderer`], and gaps it finds are filled with `history` once the sync is
-//! done (the sync would bring most of them anyway).
+//! §9.4), applying each page (conversation states, then messages) before storing its cursor.
+//! Live events are applied as they come; their `cursor` is taken only once that sync is done.
+//! Every message goes through the [`Reorderer`], and gaps it finds are filled with `history` once
+//! the sync is done (the sync would bring most of them anyway).
 //!
 //! The saved [`ClientState`] only ever covers what was handed to the application: its cursor is
 //! not moved past messages still held back by a gap, and events still queued inside the client are
@@ -711,9 +711,10 @@ impl Driver {
         self.delayed.clear();
         self.ready = self.outbox.keys().copied().collect();
         self.conn = Some(conn);
-        // The sync sent with the upgrade is this session's first page, if it asked from where
-        // the session starts (nothing moves the cursor between connects, but a page for another
-        // cursor would be wrong to apply, so it is checked, and dropped if it differs).
+        // The sync sent with the upgrade is this session's first page if it asked from where the
+        // session starts. The cursor may have moved while connecting (the application took
+        // events queued before, and the cursors between them): then its page is dropped, and
+        // `pump` asks again from the new cursor.
         if let Some((cursor, early)) = early_sync
             && let Some(session) = &mut self.session
             && session.syncing

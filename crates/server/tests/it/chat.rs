@@ -326,6 +326,95 @@ async fn a_sync_sent_before_the_hello_arrives_is_answered_after_it() {
     assert!(!page.more);
 }
 
+/// The server pings a connection one heartbeat interval after its hello, not at once (that would
+/// cost every connect a write and a pong for nothing), keeps one that answers, and closes one it
+/// hears nothing from, not even a pong, with 4000 (protocol.md §3.3).
+#[tokio::test]
+async fn heartbeats_start_an_interval_after_the_hello_and_silence_closes_with_4000() {
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+    let server = Server::start(
+        "heartbeat",
+        &[
+            "--heartbeat-interval-ms",
+            "400",
+            "--idle-timeout-ms",
+            "1000",
+        ],
+    );
+    let alice = server.register("alice").await;
+    let mut a = Raw::connect(&server, &alice.token).await;
+    let hello_read = std::time::Instant::now();
+    let first = a.next_message(Duration::from_secs(5)).await;
+    assert!(matches!(first, Some(WsMessage::Ping(_))), "{first:?}");
+    assert!(
+        hello_read.elapsed() >= Duration::from_millis(300),
+        "pinged {:?} after the hello",
+        hello_read.elapsed()
+    );
+
+    // Reading answers every ping: the connection stays up well past the idle timeout.
+    let reading_until = std::time::Instant::now() + Duration::from_millis(2500);
+    while std::time::Instant::now() < reading_until {
+        match a.next_message(Duration::from_millis(500)).await {
+            Some(WsMessage::Ping(_)) | None => {}
+            other => panic!("a connection that answers pings got {other:?}"),
+        }
+    }
+
+    // A client that never answers: pings, then a close with 4000 after the idle timeout. (Bytes
+    // on a bare socket: a WebSocket library would answer the pings.)
+    let frames = silent_client_frames(&server, &alice.token).await;
+    let pings = frames.iter().filter(|(opcode, _)| *opcode == 0x9).count();
+    assert!(pings >= 2, "{frames:?}");
+    let mut close = 4000u16.to_be_bytes().to_vec();
+    close.extend_from_slice(b"idle timeout");
+    assert_eq!(frames.last(), Some(&(0x8, close)), "{frames:?}");
+}
+
+/// Upgrade a bare TCP connection, send nothing more, and read until the server hangs up (at most
+/// 10 s); the frames after the hello, as (opcode, payload).
+async fn silent_client_frames(server: &Server, token: &str) -> Vec<(u8, Vec<u8>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .expect("connect");
+    let request = format!(
+        "GET /v1/ws?token={token} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n"
+    );
+    socket.write_all(request.as_bytes()).await.expect("upgrade");
+    let mut bytes = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut bytes))
+        .await
+        .expect("the server hangs up within 10 s")
+        .expect("read");
+    let head_end = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP response")
+        + 4;
+    assert!(bytes.starts_with(b"HTTP/1.1 101"), "{bytes:?}");
+    // Server frames are unmasked, and these are small: a 7-bit length, or 16 bits after 126.
+    let mut frames = Vec::new();
+    let mut at = head_end;
+    while at + 2 <= bytes.len() {
+        let opcode = bytes[at] & 0x0f;
+        let (len, start) = match bytes[at + 1] & 0x7f {
+            126 => (
+                usize::from(u16::from_be_bytes([bytes[at + 2], bytes[at + 3]])),
+                at + 4,
+            ),
+            len => (usize::from(len), at + 2),
+        };
+        frames.push((opcode, bytes[start..start + len].to_vec()));
+        at = start + len;
+    }
+    let hello = frames.remove(0);
+    assert_eq!(hello.0, 0x1, "the hello first");
+    frames
+}
+
 #[tokio::test]
 async fn presence_and_typing_reach_only_those_who_share_a_conversation() {
     let server = Server::start("presence", &[]);

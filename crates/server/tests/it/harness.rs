@@ -359,6 +359,15 @@ impl Raw {
         }
     }
 
+    /// The next WebSocket message of any kind, pings included, within `wait`; `None` if none
+    /// came or the connection ended. (Reading a ping queues its pong, written on a later read.)
+    pub async fn next_message(&mut self, wait: Duration) -> Option<WsMessage> {
+        match tokio::time::timeout(wait, self.ws.next()).await {
+            Ok(Some(Ok(message))) => Some(message),
+            _ => None,
+        }
+    }
+
     /// Read until the server closes; the close code it sent.
     pub async fn close_code(&mut self) -> Option<u16> {
         loop {
