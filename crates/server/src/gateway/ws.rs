@@ -247,11 +247,9 @@ impl Connection {
             },
         };
         let hello = encode(self.encoding, &ServerFrame::Hello(hello));
-        if !self.feed(hello).await {
+        if !self.write(vec![hello]).await {
             return None;
         }
-        // The hello is queued, not yet written: see the loop's last branch.
-        let mut hello_unwritten = true;
         let touch = (self.app.clone(), self.session.clone());
         tokio::spawn(async move {
             let (app, session) = touch;
@@ -366,16 +364,6 @@ impl Connection {
                         return None;
                     }
                     if !self.send_timed(WsMessage::Ping(Default::default())).await {
-                        return None;
-                    }
-                }
-                // Nothing else was ready at once: the hello goes now. A command that the client
-                // sent right after the upgrade and that is here already (its `sync`, protocol.md
-                // §9.4) was taken first, above, and its reply went out with the hello in one
-                // write: one system call and one wake-up of the client fewer per connect.
-                () = std::future::ready(()), if hello_unwritten => {
-                    hello_unwritten = false;
-                    if !self.flush().await {
                         return None;
                     }
                 }
@@ -503,23 +491,6 @@ impl Connection {
         let timeout = Duration::from_millis(self.app.config.limits.write_timeout_ms);
         matches!(
             tokio::time::timeout(timeout, self.socket.send(message)).await,
-            Ok(Ok(()))
-        )
-    }
-
-    /// Queue a frame without writing it; the next write or flush takes it along.
-    async fn feed(&mut self, frame: Frame) -> bool {
-        let timeout = Duration::from_millis(self.app.config.limits.write_timeout_ms);
-        let fed = tokio::time::timeout(timeout, self.socket.feed(WsMessage::from(frame))).await;
-        self.app.metrics.frames_out.inc();
-        matches!(fed, Ok(Ok(())))
-    }
-
-    /// Write what is queued; false when the client is gone or too slow to take it.
-    async fn flush(&mut self) -> bool {
-        let timeout = Duration::from_millis(self.app.config.limits.write_timeout_ms);
-        matches!(
-            tokio::time::timeout(timeout, self.socket.flush()).await,
             Ok(Ok(()))
         )
     }
