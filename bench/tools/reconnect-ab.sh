@@ -10,7 +10,8 @@
 # (127.0.0.1:18080) and runs `DIR/natter-bench reconnect` as bench/run-all.sh does (19,000
 # clients, 100 per user, groups of 10 users, 380 messages while away, 20/s live; ENCODING proto
 # by default). Prints the time until every client had resumed and caught up, the node's CPU
-# while they came back (as the bench reads it from /proc), and the messages missing (must be 0).
+# while they came back (as the bench reads it from /proc) and the bench's own, and the messages
+# missing (must be 0).
 # On a 2-core VM one storm varies by ±20% from run to run; alternate enough rounds to see past it.
 set -euo pipefail
 # shellcheck source=bench/tools/node.sh
@@ -28,7 +29,8 @@ for round in $(seq 1 "$ROUNDS"); do
         field() { echo "$out" | grep "$1" | awk '{print $(NF-1)}'; }
         missing=$(echo "$out" | grep 'messages missing' | awk '{print $3}')
         echo "$(basename "$dir") round $round: caught up $(field 'all resumed')s," \
-            "server cpu $(field 'server cpu while')s, missing ${missing:-?}"
+            "server cpu $(field 'server cpu while')s, bench cpu $(field 'bench cpu while')s," \
+            "missing ${missing:-?}"
         stop_node
     done
 done

@@ -761,6 +761,10 @@ async fn run(
                     "server cpu while coming back".into(),
                     r.server_cpu_s.map_or("-".into(), |c| format!("{c:.2} s")),
                 ],
+                vec![
+                    "bench cpu while coming back".into(),
+                    r.bench_cpu_s.map_or("-".into(), |c| format!("{c:.2} s")),
+                ],
             ];
             let mut rows = rows;
             rows.push(vec![

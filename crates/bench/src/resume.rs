@@ -25,6 +25,7 @@ use std::net::SocketAddr;
 use crate::Common;
 use crate::conn::{self, Conn, Encoding, Endpoint, Ev, Handler, Out, Outbox, Proto};
 use crate::nodes::{Nodes, sum_known};
+use crate::procs;
 use crate::setup::{self, Account};
 use crate::stats::{
     self, Batch, Counter, FirstError, Percentiles, Progress, Recorder, fmt_ms, note,
@@ -241,6 +242,8 @@ pub struct ReconnectResult {
     pub first_error: Option<String>,
     /// Every node's CPU while the clients came back, summed.
     pub server_cpu_s: Option<f64>,
+    /// This process's CPU over the same time: the bench's share of the two cores.
+    pub bench_cpu_s: Option<f64>,
     /// Every node's memory at the end, summed.
     pub server_rss_bytes: Option<u64>,
     /// `json` or `proto`.
@@ -491,6 +494,7 @@ pub async fn reconnect(common: &Common, args: &ReconnectArgs) -> Result<Reconnec
         }
     }
     let usage_before = nodes.usage();
+    let bench_cpu_before = procs::cpu_seconds(std::process::id() as i32);
     let progress_shared = shared.clone();
     let progress = Progress::start(move |_| {
         format!(
@@ -581,6 +585,9 @@ pub async fn reconnect(common: &Common, args: &ReconnectArgs) -> Result<Reconnec
     let reconnected = opened;
     let opened = reconnected.len() as u64;
     let server_cpu = nodes.usage().nodes_since(&usage_before);
+    let bench_cpu = procs::cpu_seconds(std::process::id() as i32)
+        .zip(bench_cpu_before)
+        .map(|(after, before)| after - before);
     // Final check: everything the writer got acked must reach every client.
     writer.settle(Duration::from_secs(30)).await?;
     let finals = writer.max_seqs();
@@ -631,6 +638,7 @@ pub async fn reconnect(common: &Common, args: &ReconnectArgs) -> Result<Reconnec
         nothing_missed: missing == 0 && failures == 0,
         first_error: shared.first_error.get(),
         server_cpu_s: server_cpu,
+        bench_cpu_s: bench_cpu,
         server_rss_bytes: sum_known(&nodes.rss()),
         encoding: proto.encoding().unwrap_or("json").to_string(),
         nodes_count: nodes.len(),
