@@ -239,6 +239,8 @@ pub async fn listen(config_path: &Path) -> Result<(), ClientError> {
     let mut save_timer = tokio::time::interval(SAVE_INTERVAL);
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
+    let terminate = terminated();
+    tokio::pin!(terminate);
 
     loop {
         tokio::select! {
@@ -263,6 +265,7 @@ pub async fn listen(config_path: &Path) -> Result<(), ClientError> {
                 }
             }
             _ = &mut ctrl_c => break,
+            () = &mut terminate => break,
         }
     }
 
@@ -279,6 +282,20 @@ pub async fn listen(config_path: &Path) -> Result<(), ClientError> {
         Some(error) => Err(error),
         None => Ok(()),
     }
+}
+
+/// Resolves on SIGTERM (a service manager's stop, `kill`, `timeout`), so that `listen` stops as on
+/// Ctrl-C, saving its position; else the next `listen` would print up to `SAVE_INTERVAL` of
+/// events again. Never resolves where there is no such signal.
+async fn terminated() {
+    #[cfg(unix)]
+    if let Ok(mut terminate) =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    {
+        terminate.recv().await;
+        return;
+    }
+    std::future::pending::<()>().await
 }
 
 /// Look up the members of the conversation of an event whose user we cannot name yet.
