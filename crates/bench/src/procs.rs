@@ -492,6 +492,22 @@ pub fn rss_bytes(pid: i32) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// This process's CPU time from a starting point: the bench's own share of the cores.
+pub struct OwnCpu(Option<f64>);
+
+impl OwnCpu {
+    pub fn start() -> OwnCpu {
+        OwnCpu(cpu_seconds(std::process::id() as i32))
+    }
+
+    /// Seconds of CPU since `start`, when /proc could be read both times.
+    pub fn since(&self) -> Option<f64> {
+        cpu_seconds(std::process::id() as i32)
+            .zip(self.0)
+            .map(|(now, then)| now - then)
+    }
+}
+
 /// CPU time (user + system) of a process, in seconds.
 pub fn cpu_seconds(pid: i32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -494,7 +494,7 @@ pub async fn reconnect(common: &Common, args: &ReconnectArgs) -> Result<Reconnec
         }
     }
     let usage_before = nodes.usage();
-    let bench_cpu_before = procs::cpu_seconds(std::process::id() as i32);
+    let bench_cpu = procs::OwnCpu::start();
     let progress_shared = shared.clone();
     let progress = Progress::start(move |_| {
         format!(
@@ -585,9 +585,7 @@ pub async fn reconnect(common: &Common, args: &ReconnectArgs) -> Result<Reconnec
     let reconnected = opened;
     let opened = reconnected.len() as u64;
     let server_cpu = nodes.usage().nodes_since(&usage_before);
-    let bench_cpu = procs::cpu_seconds(std::process::id() as i32)
-        .zip(bench_cpu_before)
-        .map(|(after, before)| after - before);
+    let bench_cpu = bench_cpu.since();
     // Final check: everything the writer got acked must reach every client.
     writer.settle(Duration::from_secs(30)).await?;
     let finals = writer.max_seqs();

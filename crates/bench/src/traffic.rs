@@ -917,7 +917,7 @@ async fn run_step(rig: &mut Rig, args: &TrafficArgs, rate: f64) -> StepResult {
     let sched_shared = shared.clone();
     let usage_before = rig.usage();
     let bytes_before = shared.bytes.get();
-    let bench_cpu_before = procs::cpu_seconds(std::process::id() as i32);
+    let bench_cpu = procs::OwnCpu::start();
     let step_started = Instant::now();
     let scheduler = std::thread::spawn(move || {
         schedule(
@@ -978,9 +978,7 @@ async fn run_step(rig: &mut Rig, args: &TrafficArgs, rate: f64) -> StepResult {
     let usage_after = rig.usage();
     let bytes = shared.bytes.get() - bytes_before;
     let wall_s = step_started.elapsed().as_secs_f64();
-    let bench_cpu = procs::cpu_seconds(std::process::id() as i32)
-        .zip(bench_cpu_before)
-        .map(|(a, b)| a - b);
+    let bench_cpu = bench_cpu.since();
     // Anything after this is outside the step.
     shared.k_hi.store(0, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(50)).await;
