@@ -61,7 +61,7 @@ pub enum Command {
     /// A new group with you as owner; answered by a [`Conversation`].
     CreateGroup {
         title: String,
-        #[serde(default)]
+        #[serde(default, deserialize_with = "empty_unless_given")]
         member_ids: Vec<UserId>,
     },
     /// Owner or admin only; answered by a [`Conversation`].
@@ -112,6 +112,13 @@ fn default_true() -> bool {
 /// An optional flag that defaults to true: `null` is read as absent, as in every optional field.
 fn true_unless_false<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     Ok(Option::<bool>::deserialize(d)?.unwrap_or(true))
+}
+
+/// An optional list that defaults to empty: `null` is read as absent, as in every optional field.
+pub(crate) fn empty_unless_given<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Vec<T>, D::Error> {
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
 }
 
 impl Command {
@@ -494,6 +501,74 @@ mod tests {
         let err = ClientFrame::decode_json(r#"{"id":5,"type":"send"}"#).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidRequest);
         assert_eq!(err.id, Some(5));
+    }
+
+    #[test]
+    fn null_is_absent_in_an_optional_field_and_a_wrong_type_in_a_required_one() {
+        let group = ClientFrame::decode_json(
+            r#"{"id":1,"type":"create_group","title":"t","member_ids":null}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            group.command,
+            Command::CreateGroup {
+                title: "t".into(),
+                member_ids: vec![]
+            }
+        );
+        let typing = ClientFrame::decode_json(
+            r#"{"id":2,"type":"typing","conversation_id":3,"active":null}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            typing.command,
+            Command::Typing { active: true, .. }
+        ));
+        let body: crate::CreateConversationRequest =
+            serde_json::from_str(r#"{"kind":"group","title":"t","member_ids":null}"#).unwrap();
+        assert!(
+            matches!(body, crate::CreateConversationRequest::Group { member_ids, .. } if member_ids.is_empty())
+        );
+        for text in [
+            r#"{"id":4,"type":"send","conversation_id":null,"client_msg_id":"c","content":{"type":"text","text":"x"}}"#,
+            r#"{"id":4,"type":"create_group","title":null}"#,
+        ] {
+            let err = ClientFrame::decode_json(text).unwrap_err();
+            assert_eq!(
+                (err.code, err.id),
+                (ErrorCode::InvalidRequest, Some(4)),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_key_given_twice_is_malformed_in_the_envelope_and_invalid_in_a_command() {
+        for text in [
+            r#"{"id":6,"id":6,"type":"ping"}"#,
+            r#"{"id":6,"type":"ping","type":"ping"}"#,
+        ] {
+            let err = ClientFrame::decode_json(text).unwrap_err();
+            assert_eq!(
+                (err.code, err.id),
+                (ErrorCode::MalformedFrame, None),
+                "{text}"
+            );
+        }
+        for text in [
+            r#"{"id":6,"type":"history","conversation_id":1,"conversation_id":1}"#,
+            r#"{"id":6,"type":"send","conversation_id":1,"client_msg_id":"c","content":{"type":"text","text":"a","text":"b"}}"#,
+        ] {
+            let err = ClientFrame::decode_json(text).unwrap_err();
+            assert_eq!(
+                (err.code, err.id),
+                (ErrorCode::InvalidRequest, Some(6)),
+                "{text}"
+            );
+        }
+        // A field the server does not know is ignored, however often it comes.
+        let frame = ClientFrame::decode_json(r#"{"id":6,"type":"ping","x":1,"x":2}"#).unwrap();
+        assert_eq!(frame.command, Command::Ping {});
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub enum CreateConversationRequest {
     },
     Group {
         title: String,
-        #[serde(default)]
+        #[serde(default, deserialize_with = "crate::frames::empty_unless_given")]
         member_ids: Vec<UserId>,
     },
 }

@@ -33,8 +33,9 @@ impl Modify for BearerAuth {
 }
 
 /// The errors any route may answer, beside those its handler lists: `400 invalid_request` (a
-/// malformed path, query or body), `401 unauthorized` where a token is needed, `413
-/// frame_too_large` where there is a body (protocol.md §8.2, §11).
+/// malformed path, query or body), `401 unauthorized` and `403 user_disabled` where a token is
+/// needed, `413 frame_too_large` where there is a body, and `500 internal` (protocol.md §8.2,
+/// §11).
 struct CommonErrors;
 
 impl Modify for CommonErrors {
@@ -61,10 +62,12 @@ impl Modify for CommonErrors {
                 let mut common = vec![("400", "invalid_request: a malformed path, query or body")];
                 if operation.security.is_some() {
                     common.push(("401", "unauthorized: no valid token"));
+                    common.push(("403", "user_disabled: the account is disabled"));
                 }
                 if operation.request_body.is_some() {
                     common.push(("413", "frame_too_large: a body over frame_bytes_max"));
                 }
+                common.push(("500", "internal: a failure of the server, in its log"));
                 for (status, description) in common {
                     let responses = &mut operation.responses.responses;
                     responses
@@ -146,6 +149,121 @@ mod tests {
         }
         let register = &json["paths"]["/v1/register"]["post"]["responses"];
         assert!(register.get("401").is_none(), "register needs no token");
+    }
+
+    /// Every status a route answers (protocol.md §5's error tables, through §8.2's statuses) is
+    /// in the document, beside the common ones.
+    #[test]
+    fn every_operation_lists_the_statuses_its_command_answers() {
+        let json = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let expected: &[(&str, &str, &[&str])] = &[
+            (
+                "/v1/register",
+                "post",
+                &["201", "400", "409", "413", "429", "500"],
+            ),
+            (
+                "/v1/login",
+                "post",
+                &["200", "400", "401", "403", "413", "429", "500"],
+            ),
+            ("/v1/logout", "post", &["200", "400", "401", "403", "500"]),
+            ("/v1/me", "get", &["200", "400", "401", "403", "500"]),
+            (
+                "/v1/me",
+                "patch",
+                &["200", "400", "401", "403", "413", "500"],
+            ),
+            ("/v1/devices", "get", &["200", "400", "401", "403", "500"]),
+            (
+                "/v1/devices/{device_id}",
+                "delete",
+                &["200", "400", "401", "403", "404", "500"],
+            ),
+            (
+                "/v1/users/{username}",
+                "get",
+                &["200", "400", "401", "403", "404", "500"],
+            ),
+            (
+                "/v1/users/by-id/{user_id}",
+                "get",
+                &["200", "400", "401", "403", "404", "500"],
+            ),
+            (
+                "/v1/conversations",
+                "get",
+                &["200", "400", "401", "403", "500"],
+            ),
+            (
+                "/v1/conversations",
+                "post",
+                &["200", "400", "401", "403", "404", "413", "500"],
+            ),
+            (
+                "/v1/conversations/{id}",
+                "get",
+                &["200", "400", "401", "403", "500"],
+            ),
+            (
+                "/v1/conversations/{id}",
+                "patch",
+                &["200", "400", "401", "403", "413", "500"],
+            ),
+            (
+                "/v1/conversations/{id}/messages",
+                "get",
+                &["200", "400", "401", "403", "500"],
+            ),
+            (
+                "/v1/conversations/{id}/messages",
+                "post",
+                &["200", "400", "401", "403", "413", "429", "500"],
+            ),
+            (
+                "/v1/conversations/{id}/members",
+                "post",
+                &["200", "400", "401", "403", "404", "413", "500"],
+            ),
+            (
+                "/v1/conversations/{id}/members/{user_id}",
+                "delete",
+                &["200", "400", "401", "403", "404", "409", "500"],
+            ),
+            (
+                "/v1/conversations/{id}/members/{user_id}/role",
+                "put",
+                &["200", "400", "401", "403", "404", "409", "413", "500"],
+            ),
+            (
+                "/v1/conversations/{id}/leave",
+                "post",
+                &["200", "400", "401", "403", "409", "500"],
+            ),
+            (
+                "/v1/conversations/{id}/markers",
+                "post",
+                &["200", "400", "401", "403", "413", "429", "500"],
+            ),
+            ("/v1/sync", "get", &["200", "400", "401", "403", "500"]),
+        ];
+        let mut listed = 0;
+        for (path, method, statuses) in expected {
+            let responses = json["paths"][path][method]["responses"]
+                .as_object()
+                .unwrap_or_else(|| panic!("{method} {path} missing"));
+            let mut found: Vec<&str> = responses.keys().map(String::as_str).collect();
+            found.sort_unstable();
+            assert_eq!(found, *statuses, "{method} {path}");
+            listed += 1;
+        }
+        let operations: usize = json["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|item| item.as_object().unwrap().len())
+            .sum();
+        assert_eq!(listed, operations, "every operation is checked");
     }
 
     #[test]

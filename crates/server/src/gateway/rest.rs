@@ -292,7 +292,9 @@ pub async fn send(
 
 #[utoipa::path(post, path = "/v1/conversations/{id}/members", tag = "conversations", security(("bearer" = [])),
     params(("id" = u64, Path)), request_body = AddMembersRequest,
-    responses((status = 200, body = Conversation), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = Conversation),
+              (status = 403, body = ErrorBody, description = "not_member, forbidden"),
+              (status = 404, body = ErrorBody, description = "not_found: a user id is unknown or disabled")))]
 pub async fn add_members(
     State(app): App,
     Authed(session): Authed,
@@ -308,7 +310,10 @@ pub async fn add_members(
 
 #[utoipa::path(delete, path = "/v1/conversations/{id}/members/{user_id}", tag = "conversations",
     security(("bearer" = [])), params(("id" = u64, Path), ("user_id" = u64, Path)),
-    responses((status = 200, body = Conversation), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = Conversation),
+              (status = 403, body = ErrorBody, description = "not_member, forbidden"),
+              (status = 404, body = ErrorBody, description = "not_found: the target is not a current member"),
+              (status = 409, body = ErrorBody, description = "conflict: your own id as the owner of a group with others in it (a leave)")))]
 pub async fn remove_member(
     State(app): App,
     Authed(session): Authed,
@@ -320,7 +325,10 @@ pub async fn remove_member(
 #[utoipa::path(put, path = "/v1/conversations/{id}/members/{user_id}/role", tag = "conversations",
     security(("bearer" = [])), params(("id" = u64, Path), ("user_id" = u64, Path)),
     request_body = SetRoleRequest,
-    responses((status = 200, body = Conversation), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = Conversation),
+              (status = 403, body = ErrorBody, description = "not_member, forbidden"),
+              (status = 404, body = ErrorBody, description = "not_found: the target is not a current member"),
+              (status = 409, body = ErrorBody, description = "conflict: the target is yourself")))]
 pub async fn set_role(
     State(app): App,
     Authed(session): Authed,
@@ -336,7 +344,9 @@ pub async fn set_role(
 
 #[utoipa::path(post, path = "/v1/conversations/{id}/leave", tag = "conversations", security(("bearer" = [])),
     params(("id" = u64, Path)),
-    responses((status = 200, body = Empty), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = Empty),
+              (status = 403, body = ErrorBody, description = "not_member; forbidden: a direct conversation"),
+              (status = 409, body = ErrorBody, description = "conflict: the owner, with others still members")))]
 pub async fn leave(
     State(app): App,
     Authed(session): Authed,
@@ -348,7 +358,8 @@ pub async fn leave(
 
 #[utoipa::path(post, path = "/v1/conversations/{id}/markers", tag = "messages", security(("bearer" = [])),
     params(("id" = u64, Path)), request_body = MarkRequest,
-    responses((status = 200, body = Receipt), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = Receipt), (status = 403, body = ErrorBody, description = "not_member"),
+              (status = 429, body = ErrorBody, description = "rate_limited: the budget `send` spends too")))]
 pub async fn mark(
     State(app): App,
     Authed(session): Authed,

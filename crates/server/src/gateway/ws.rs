@@ -51,13 +51,16 @@ pub struct WsQuery {
     token: Option<String>,
 }
 
-/// The token from `Authorization: Bearer …`, else from `?token=`.
+/// The token of an `Authorization: Bearer …` header. The scheme is case-insensitive (RFC 9110
+/// §11.1): `bearer …` is the same header.
 pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .trim_start();
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// The encoding a client asked for: the first subprotocol it offered that the server knows, in the
@@ -771,5 +774,26 @@ mod tests {
             negotiate(&offering(&["mqtt", "natter.v1.json", "natter.v1.proto"])),
             Some(Encoding::Json)
         );
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_read_whatever_its_case() {
+        let authorization = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, HeaderValue::from_static(value));
+            headers
+        };
+        for value in [
+            "Bearer nt_x",
+            "bearer nt_x",
+            "BEARER  nt_x ",
+            " Bearer nt_x",
+        ] {
+            assert_eq!(bearer_token(&authorization(value)), Some("nt_x"), "{value}");
+        }
+        for value in ["Basic nt_x", "Bearernt_x", "nt_x"] {
+            assert_eq!(bearer_token(&authorization(value)), None, "{value}");
+        }
+        assert_eq!(bearer_token(&HeaderMap::new()), None);
     }
 }
