@@ -722,12 +722,17 @@ function renderDetails(c) {
   if (!state.detailsOpen) return;
   const mine = c.members.find((m) => m.user_id === me());
   const canManage = c.kind === 'group' && (mine?.role === 'owner' || mine?.role === 'admin');
+  const isOwner = c.kind === 'group' && mine?.role === 'owner';
   const sig = JSON.stringify([c.members.map((m) => [m.user_id, m.role, m.display_name]), [...state.presence.values()].map((p) => [p.user_id, p.online]), c.title, canManage]);
   if (details.dataset.sig === sig) return;
   details.dataset.sig = sig;
   const other = peer(c);
   const members = [...c.members].sort((a, b) => (a.role === 'owner' ? -1 : b.role === 'owner' ? 1 : a.display_name.localeCompare(b.display_name)));
   const error = h('p', { class: 'form-error', role: 'alert' });
+  const renameError = h('p', { class: 'form-error', role: 'alert' });
+  // A presence or role change redraws the details: what is being typed there stays.
+  const typing = /** @type {HTMLInputElement | null} */ (details.dataset.conv === String(c.id) && details.contains(document.activeElement) && document.activeElement instanceof HTMLInputElement ? document.activeElement : null);
+  details.dataset.conv = String(c.id);
   fill(details,
     h('div', { class: 'details-head' },
       h('h3', { text: c.kind === 'group' ? 'Group' : 'Contact' }),
@@ -735,7 +740,7 @@ function renderDetails(c) {
     h('div', { class: 'details-hero' },
       avatar(title(c), c.kind === 'group' ? `g${c.id}` : other?.user_id ?? c.id, `large ${c.kind === 'group' ? 'group' : ''}`),
       h('h4', { text: title(c) }),
-      h('p', { text: other ? `@${other.username}` : `${c.members.length} members` })),
+      h('p', { text: other ? `@${other.username}` : c.members.length === 1 ? '1 member' : `${c.members.length} members` })),
     c.kind === 'group' ? h('section', { class: 'details-section' },
       h('h5', { text: 'Members' }),
       h('ul', { class: 'member-list' }, members.map((m) => {
@@ -746,19 +751,30 @@ function renderDetails(c) {
           h('span', { class: 'member-name' },
             h('span', { text: m.user_id === me() ? `${m.display_name} (you)` : m.display_name }),
             h('span', { class: 'member-meta', text: `@${m.username}${m.role !== 'member' ? ` · ${m.role}` : ''}` })),
-          canManage && m.user_id !== me() && m.role !== 'owner'
-            ? h('button', { class: 'button ghost small', type: 'button', 'aria-label': `Remove ${m.display_name}`, text: 'Remove', onclick: () => confirmRemove(c, m) })
-            : null);
+          isOwner && m.user_id !== me()
+            // Below the name, so that a narrow panel still shows whose they are.
+            ? h('span', { class: 'member-actions' }, roleSelect(c, m, error), m.role !== 'owner' ? removeButton(c, m) : null)
+            : canManage && m.user_id !== me() && m.role === 'member' ? removeButton(c, m) : null);
       })),
       canManage ? h('form', { class: 'add-member', onsubmit: async (/** @type {Event} */ e) => {
         e.preventDefault();
         const input = /** @type {HTMLInputElement} */ (/** @type {HTMLElement} */ (e.currentTarget).querySelector('input'));
         const names = input.value.split(/[\s,]+/).map((s) => s.replace(/^@/, '')).filter(Boolean);
-        if (!names.length) return;
         error.textContent = '';
+        if (!names.length) {
+          error.textContent = 'Type the username of someone to add.';
+          return;
+        }
         try {
           const users = await Promise.all(names.map((n) => findUser(/** @type {NatterClient} */ (state.client), n)));
-          await state.client?.addMembers(c.id, users.map((u) => u.id));
+          const inGroup = users.filter((u) => c.members.some((m) => m.user_id === u.id));
+          if (inGroup.length === users.length) {
+            error.textContent = inGroup.length === 1
+              ? `${inGroup[0].id === me() ? 'You are' : `${inGroup[0].display_name} is`} already in the group.`
+              : 'They are all in the group already.';
+            return;
+          }
+          await state.client?.addMembers(c.id, users.filter((u) => !inGroup.includes(u)).map((u) => u.id));
           input.value = '';
         } catch (err) {
           error.textContent = errorText(err);
@@ -769,16 +785,30 @@ function renderDetails(c) {
       h('button', { class: 'button small', type: 'submit', 'aria-label': 'Add member', html: icons.userPlus })) : null,
       error) : h('section', { class: 'details-section' },
       h('p', { class: 'details-note', text: other && state.presence.get(other.user_id)?.online ? 'Online now' : fmt.lastSeen(other ? state.presence.get(other.user_id)?.last_seen_at_ms : undefined) })),
+    canManage ? h('section', { class: 'details-section' },
+      h('h5', { text: 'Group name' }),
+      renameForm(c, renameError),
+      renameError) : null,
     c.kind === 'group' && isMember(c) ? h('section', { class: 'details-section' },
       h('button', { class: 'button danger wide', type: 'button', html: `${icons.leave}<span>Leave group</span>`, onclick: () => confirmLeave(c) })) : null,
     c.kind === 'group' && !isMember(c) ? h('section', { class: 'details-section' },
       h('p', { class: 'details-note', text: 'You are no longer in this group.' }),
       h('button', { class: 'button wide', type: 'button', text: 'Remove from list', onclick: () => confirmHide(c) })) : null,
   );
+  const again = typing?.id ? /** @type {HTMLInputElement | null} */ (details.querySelector(`#${typing.id}`)) : null;
+  if (typing && again) {
+    again.value = typing.value;
+    again.focus();
+    again.setSelectionRange(typing.selectionStart, typing.selectionEnd);
+  }
 }
 
 /** @param {Conversation} c */
 async function confirmLeave(c) {
+  if (c.members.some((m) => m.user_id === me() && m.role === 'owner') && c.members.length > 1) {
+    await alertDialog('Hand the group over first', 'You own this group. Make another member its owner in the member list (“Role”), then you can leave.');
+    return;
+  }
   const ok = await dialog((close) => [
     h('h2', { text: `Leave “${title(c)}”?` }),
     h('p', { class: 'dialog-text', text: 'You will stop getting its messages. Someone can add you back later.' }),
@@ -796,6 +826,78 @@ async function confirmLeave(c) {
   } catch (e) {
     await alertDialog('Could not leave', errorText(e));
   }
+}
+
+/** @param {Conversation} c @param {import('/sdk/index.js').Member} m */
+function removeButton(c, m) {
+  return h('button', { class: 'button ghost small', type: 'button', 'aria-label': `Remove ${m.display_name}`, text: 'Remove', onclick: () => confirmRemove(c, m) });
+}
+
+/**
+ * The owner's control of a member's role. Making someone the owner hands the group over (the
+ * owner becomes an admin), so it is asked first.
+ * @param {Conversation} c
+ * @param {import('/sdk/index.js').Member} m
+ * @param {HTMLElement} error
+ */
+function roleSelect(c, m, error) {
+  const name = m.display_name || m.username;
+  const select = /** @type {HTMLSelectElement} */ (h('select', { class: 'role-select', 'aria-label': `Role of ${name}` },
+    ['member', 'admin', 'owner'].map((role) => h('option', { value: role, text: role[0].toUpperCase() + role.slice(1) }))));
+  select.value = m.role;
+  select.addEventListener('change', async () => {
+    const role = /** @type {import('/sdk/index.js').Role} */ (select.value);
+    error.textContent = '';
+    if (role === 'owner') {
+      const ok = await dialog((close) => [
+        h('h2', { text: `Make ${name} the owner of “${title(c)}”?` }),
+        h('p', { class: 'dialog-text', text: 'There is one owner: you will become an admin, and only the new owner can change roles.' }),
+        h('div', { class: 'dialog-actions' },
+          h('button', { class: 'button ghost', type: 'button', onclick: () => close(false), text: 'Cancel' }),
+          h('button', { class: 'button primary', type: 'button', autofocus: true, onclick: () => close(true), text: 'Make owner' })),
+      ], { label: 'Make owner' });
+      if (!ok) {
+        select.value = m.role;
+        return;
+      }
+    }
+    try {
+      const fresh = await state.client?.setRole(c.id, m.user_id, role);
+      if (fresh) onConversation(fresh);
+    } catch (e) {
+      select.value = m.role;
+      error.textContent = errorText(e);
+    }
+  });
+  return select;
+}
+
+/**
+ * Renaming a group, for its owner and admins; the new name is posted to the whole group.
+ * @param {Conversation} c
+ * @param {HTMLElement} error
+ */
+function renameForm(c, error) {
+  const input = /** @type {HTMLInputElement} */ (h('input', { id: 'rename-input', class: 'input', autocomplete: 'off', maxlength: '128', value: c.title ?? '' }));
+  return h('form', { class: 'add-member', onsubmit: async (/** @type {Event} */ e) => {
+    e.preventDefault();
+    const name = input.value.trim();
+    error.textContent = '';
+    if (!name) {
+      error.textContent = 'A group needs a name.';
+      return;
+    }
+    if (name === c.title) return;
+    try {
+      const fresh = await state.client?.setTitle(c.id, name);
+      if (fresh) onConversation(fresh);
+    } catch (err) {
+      error.textContent = errorText(err);
+    }
+  } },
+  h('label', { class: 'sr-only', for: 'rename-input', text: 'Group name' }),
+  input,
+  h('button', { class: 'button small', type: 'submit', text: 'Rename' }));
 }
 
 /**
@@ -1059,11 +1161,12 @@ function pendingRow(c, entry, quoted, error) {
         h('span', { class: 'tick pending', role: 'img', 'aria-label': error ? 'Not sent' : 'Waiting to be sent', title: error ? error.message : 'Waiting to be sent', html: error ? icons.alert : icons.clock }))),
     error ? h('div', { class: 'failed-actions' },
       h('span', { text: errorText(error) }),
-      h('button', { class: 'link', type: 'button', text: 'Try again', onclick: () => {
+      // Out of the conversation, trying again can only fail again.
+      isMember(c) ? h('button', { class: 'link', type: 'button', text: 'Try again', onclick: () => {
         state.failed.delete(entry.client_msg_id);
         void state.client?.send(c.id, entry.content, { replyTo: entry.reply_to });
         schedule('pane');
-      } }),
+      } }) : null,
       h('button', { class: 'link', type: 'button', text: 'Delete', onclick: () => {
         state.failed.delete(entry.client_msg_id);
         schedule('pane');
@@ -1278,7 +1381,8 @@ function sendFromComposer() {
   const id = state.openId;
   const client = state.client;
   if (id === null || !client) return;
-  const text = dom.input.value.replace(/\s+$/, '');
+  // Blank lines around the text are dropped; the first line's own indentation is kept.
+  const text = dom.input.value.replace(/\s+$/, '').replace(/^(?:[ \t]*\r?\n)+/, '');
   if (!text.trim()) return;
   // The SDK refuses an over-long text before it reaches the outbox (no `sendfailed`): keep it
   // here, where it can be shortened, and say why.
@@ -1388,7 +1492,7 @@ async function newChatDialog() {
   let mode = 'direct';
   const error = h('p', { class: 'form-error', role: 'alert' });
   const username = /** @type {HTMLInputElement} */ (h('input', { id: 'new-username', class: 'input', autocomplete: 'off', autocapitalize: 'none', spellcheck: 'false', placeholder: 'e.g. alice', required: true }));
-  const groupTitle = /** @type {HTMLInputElement} */ (h('input', { id: 'new-title', class: 'input', autocomplete: 'off', placeholder: 'e.g. Weekend trip', maxlength: '100' }));
+  const groupTitle = /** @type {HTMLInputElement} */ (h('input', { id: 'new-title', class: 'input', autocomplete: 'off', placeholder: 'e.g. Weekend trip', maxlength: '128' }));
   const members = /** @type {HTMLInputElement} */ (h('input', { id: 'new-members', class: 'input', autocomplete: 'off', autocapitalize: 'none', spellcheck: 'false', placeholder: 'alice, bob' }));
   const directFields = h('div', { class: 'fields' },
     h('label', { for: 'new-username', text: 'Username' }), username,
@@ -1951,7 +2055,13 @@ window.addEventListener('online', () => {
   state.client?.reconnectNow();
   schedule('banner');
 });
-window.addEventListener('offline', () => schedule('banner'));
+// The browser knows the network is gone long before a dead socket would be noticed (the
+// server's idle timeout): give the connection up at once, so that the banner says so and the
+// outbox waits for `online`.
+window.addEventListener('offline', () => {
+  state.client?.dropConnection();
+  schedule('banner');
+});
 window.addEventListener('pagehide', () => {
   saveCache();
   saveDrafts();

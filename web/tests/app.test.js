@@ -293,6 +293,24 @@ describe('the web app', () => {
     await bubbles(alice.page, 'Got it, all good').waitFor();
   });
 
+  step('says it is offline as soon as the browser is, and sends what waited once it is back', async () => {
+    await openConversation(bob.page, 'Alice Martin');
+    await bob.context.setOffline(true);
+    // The browser knows at once; a dead socket would go unnoticed for the server's idle timeout.
+    await bob.page.locator('.banner[data-kind="offline"]').waitFor({ timeout: 3000 });
+    const text = 'Typed in a tunnel';
+    await send(bob.page, text);
+    await bob.page.locator('.banner', { hasText: '1 message waiting' }).waitFor();
+    await send(alice.page, 'Out of the tunnel yet?');
+    await bob.context.setOffline(false);
+    await bubbles(alice.page, text).waitFor({ timeout: 20_000 });
+    await bubbles(bob.page, 'Out of the tunnel yet?').waitFor({ timeout: 20_000 });
+    await until(async () => await bob.page.locator('.banner').isHidden(), 'the banner to go');
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(await bubbles(alice.page, text).count(), 1, 'once at Alice');
+    assert.equal(await bubbles(bob.page, 'Out of the tunnel yet?').count(), 1, 'once at Bob');
+  });
+
   step('shows a conversation to its members only', async () => {
     const carol = await openApp(browser, server.url);
     await registerInUi(carol.page, names.carol, 'Carol Diaz');
@@ -369,6 +387,47 @@ describe('the web app', () => {
     await alice.page.locator('.system', { hasText: 'Bob Chen left' }).waitFor();
     await alice.page.keyboard.press('Escape');
     await dave.context.close();
+  });
+
+  step('renames a group, changes roles, and lets its owner leave once someone else owns it', async () => {
+    const api = await aliceApi();
+    const bobId = (await api.lookupUser(names.bob)).id;
+    await api.createGroup('Garden club', [bobId]);
+    await listItem(alice.page, 'Garden club').waitFor();
+    await openConversation(alice.page, 'Garden club');
+    await alice.page.getByRole('button', { name: 'Group details' }).click();
+    const details = alice.page.getByRole('complementary', { name: 'Conversation details' });
+    await details.getByText('2 members').waitFor();
+    // The owner cannot leave yet: told how to, not refused by the server.
+    await details.getByRole('button', { name: 'Leave group' }).click();
+    const handOver = alice.page.getByRole('dialog', { name: 'Hand the group over first' });
+    await handOver.waitFor();
+    await handOver.getByRole('button', { name: 'OK' }).click();
+    await handOver.waitFor({ state: 'detached' });
+    // Someone already in the group is not added again, and the app says so.
+    await details.getByLabel('Add people by username').fill(names.bob);
+    await details.getByRole('button', { name: 'Add member' }).click();
+    await details.getByText('Bob Chen is already in the group.').waitFor();
+    // Renamed, for everyone.
+    await details.getByLabel('Group name').fill('Garden club 2026');
+    await details.getByRole('button', { name: 'Rename' }).click();
+    await alice.page.locator('.pane-title h2', { hasText: 'Garden club 2026' }).waitFor();
+    await listItem(bob.page, 'Garden club 2026').waitFor();
+    // Bob made an admin, then the owner (asked first); Alice is then an admin, without the control.
+    await details.getByLabel('Role of Bob Chen').selectOption('admin');
+    await details.locator('.member', { hasText: 'Bob Chen' }).locator('.member-meta', { hasText: '· admin' }).waitFor();
+    await details.getByLabel('Role of Bob Chen').selectOption('owner');
+    const makeOwner = alice.page.getByRole('dialog', { name: 'Make owner' });
+    await makeOwner.getByRole('button', { name: 'Make owner' }).click();
+    await details.locator('.member', { hasText: 'Bob Chen' }).locator('.member-meta', { hasText: '· owner' }).waitFor();
+    await details.locator('.member', { hasText: '(you)' }).locator('.member-meta', { hasText: '· admin' }).waitFor();
+    assert.equal(await details.getByLabel('Role of Bob Chen').count(), 0);
+    await screenshot(alice.page, '10b-group-roles');
+    await details.getByRole('button', { name: 'Leave group' }).click();
+    await alice.page.getByRole('dialog', { name: 'Leave group' }).getByRole('button', { name: 'Leave group' }).click();
+    await openConversation(bob.page, 'Garden club 2026');
+    await bob.page.locator('.system', { hasText: /^Alice Martin left$/ }).waitFor();
+    await alice.page.keyboard.press('Escape');
   });
 
   step('shows the details of a direct chat and of a group left with no stray text', async () => {
@@ -477,9 +536,13 @@ describe('the web app', () => {
 
     const input = alice.page.getByRole('textbox', { name: 'Message' });
     await input.click();
+    // Blank lines before and after are not sent.
+    await input.press('Shift+Enter');
+    await input.press('Shift+Enter');
     await input.pressSequentially('Thanks for the notes!');
     await input.press('Shift+Enter');
     await input.pressSequentially('Reading them now.');
+    await input.press('Shift+Enter');
     await input.press('Enter');
     const page = await until(async () => {
       const history = await erin.history(chat.id, { before: 1000, limit: 1 });

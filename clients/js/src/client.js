@@ -339,6 +339,18 @@ export class NatterClient {
     return this.hello?.user;
   }
 
+  /**
+   * Give the connection up now, as if it had been lost, and reconnect with the usual backoff: for
+   * when the application knows the network is gone (a browser's `offline` event) before a dead
+   * socket would be noticed (up to the server's `idle_timeout_ms`). Sends stay in the outbox;
+   * `disconnected` comes with `reconnecting: true`. Does nothing while not connected.
+   * @param {string} [reason]
+   */
+  dropConnection(reason = 'the network went away') {
+    const session = this.session;
+    if (session) this.endSession(session, reason);
+  }
+
   /** Connect now instead of waiting for the backoff (e.g. when the browser comes back online). */
   reconnectNow() {
     if (!this.started || this.stopped || this.session || this.connecting) return;

@@ -476,6 +476,34 @@ describe('outbox', () => {
   });
 });
 
+describe('the network', () => {
+  it('gives a connection up when told the network is gone, reconnects, and sends what waited once', async () => {
+    const { alice, bob, conversation } = await pair();
+    const a = client(alice.token);
+    const b = client(bob.token);
+    await a.send(conversation.id, 'before');
+    await waitFor(() => a.connected && b.connected, 'both connected');
+    const dropped = nextEvent(a, 'disconnected');
+    a.dropConnection();
+    assert.deepEqual(await dropped, { reason: 'the network went away', code: undefined, reconnecting: true });
+    assert.equal(a.connected, false);
+    // Sent while the connection is down: it waits in the outbox and goes once it is back.
+    const ack = a.send(conversation.id, 'while away');
+    a.reconnectNow();
+    await ack;
+    await waitFor(() => a.connected, 'alice connected again');
+    a.dropConnection('once more');
+    a.reconnectNow();
+    await a.send(conversation.id, 'after');
+    const page = await bob.api.history(conversation.id, { after: 0 });
+    assert.deepEqual(texts(page.messages), ['before', 'while away', 'after']);
+    // Not connected: nothing to give up.
+    const idle = new NatterClient({ server: server.url, token: alice.token, storage: new MemoryStorage() });
+    idle.dropConnection();
+    assert.equal(idle.connected, false);
+  });
+});
+
 describe('server restarts', () => {
   it('reconnects after a crash and a clean restart, syncs, and loses or repeats nothing', async () => {
     const own = await startServer();
