@@ -15,8 +15,13 @@
 //! and publishes, bounded. A publish that finds its lane full is dropped for the other nodes;
 //! so that no client waits for it for ever, the node then announces on `natter.resync` that it
 //! lost events, and every other node tells its sessions to reconnect and sync.
+//!
+//! Every node says it is alive on `natter.nodes`. One that falls silent may have died between a
+//! commit and its publish, so the others tell their sessions to reconnect and sync then too; a
+//! node that stops cleanly says so on `natter.nodes.leaving` once its publishes are out, and
+//! costs the others no resync.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -46,6 +51,29 @@ const NODES_SUBJECT: &str = "natter.nodes";
 const HEARTBEAT: Duration = Duration::from_secs(5);
 /// A node not heard from for this long is gone: what it said about presence no longer holds.
 const NODE_TIMEOUT: Duration = Duration::from_secs(16);
+/// A node stopping cleanly says so here (the payload is its node id), once its publishes are out.
+const LEAVING_SUBJECT: &str = "natter.nodes.leaving";
+
+/// The broker's bounds and timings; tests shorten them.
+#[derive(Debug, Clone, Copy)]
+pub struct Tuning {
+    /// Most events waiting to be published to NATS.
+    pub publish_queue_max: usize,
+    /// How often a node says it is alive.
+    pub heartbeat: Duration,
+    /// How long a node may stay silent before the others take it for gone.
+    pub node_timeout: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Tuning {
+        Tuning {
+            publish_queue_max: PUBLISH_QUEUE_MAX,
+            heartbeat: HEARTBEAT,
+            node_timeout: NODE_TIMEOUT,
+        }
+    }
+}
 /// Membership changes that add users: the nodes of the added users are not subscribed to the
 /// conversation yet, so these go where every node hears them.
 const MEMBERSHIP_SUBJECT: &str = "natter.members";
@@ -66,6 +94,8 @@ enum Change {
     Subscribe(ConversationId),
     Unsubscribe(ConversationId),
     Flush(oneshot::Sender<()>),
+    /// Say that this node leaves, once every publish queued before is out.
+    Leave(oneshot::Sender<()>),
 }
 
 /// A broker over a NATS server (or cluster).
@@ -75,22 +105,30 @@ pub struct NatsBroker {
     publishes: mpsc::Sender<Arc<Event>>,
     /// Set when a publish was dropped; the control task then announces a resync.
     dropped: Arc<AtomicBool>,
+    publish_queue_max: usize,
+    /// Set by `leave`: the heartbeats stop.
+    leaving_now: Arc<AtomicBool>,
 }
 
 impl NatsBroker {
     /// Connect to `url` (e.g. `nats://127.0.0.1:4222`) as node `node_id`.
     pub async fn connect(url: &str, node_id: &str) -> Result<NatsBroker, String> {
-        NatsBroker::connect_with(url, node_id, PUBLISH_QUEUE_MAX).await
+        NatsBroker::connect_with(url, node_id, Tuning::default()).await
     }
 
-    /// `connect`, with at most `publish_queue_max` events waiting to be published.
+    /// `connect`, with other bounds and timings.
     pub async fn connect_with(
         url: &str,
         node_id: &str,
-        publish_queue_max: usize,
+        tuning: Tuning,
     ) -> Result<NatsBroker, String> {
+        let publish_queue_max = tuning.publish_queue_max.max(1);
         let sink: Arc<OnceLock<Arc<dyn EventSink>>> = Arc::new(OnceLock::new());
         let resync_sink = sink.clone();
+        // While NATS is away this node resyncs its sessions when it is back; the silence of the
+        // others it hears meanwhile is its own, not theirs.
+        let connected = Arc::new(AtomicBool::new(true));
+        let connected_flag = connected.clone();
         let mut was_disconnected = false;
         let (events_tx, mut events_rx) = mpsc::channel::<async_nats::Event>(64);
         let client = async_nats::ConnectOptions::new()
@@ -113,10 +151,12 @@ impl NatsBroker {
                     async_nats::Event::Disconnected => {
                         tracing::warn!("NATS disconnected");
                         was_disconnected = true;
+                        connected_flag.store(false, Ordering::Release);
                     }
                     async_nats::Event::Connected if was_disconnected => {
                         tracing::warn!("NATS reconnected: sessions here resync");
                         was_disconnected = false;
+                        connected_flag.store(true, Ordering::Release);
                         if let Some(sink) = resync_sink.get() {
                             sink.resync();
                         }
@@ -127,7 +167,7 @@ impl NatsBroker {
         });
 
         let (changes, changes_rx) = mpsc::unbounded_channel();
-        let (publishes, publishes_rx) = mpsc::channel(publish_queue_max.max(1));
+        let (publishes, publishes_rx) = mpsc::channel(publish_queue_max);
         let dropped = Arc::new(AtomicBool::new(false));
         let presence = client
             .subscribe(PRESENCE_SUBJECT)
@@ -145,11 +185,22 @@ impl NatsBroker {
             .subscribe(NODES_SUBJECT)
             .await
             .map_err(|e| format!("cannot subscribe to node heartbeats: {e}"))?;
+        let leaving = client
+            .subscribe(LEAVING_SUBJECT)
+            .await
+            .map_err(|e| format!("cannot subscribe to nodes leaving: {e}"))?;
         let node = node_id.to_string();
+        let leaving_now = Arc::new(AtomicBool::new(false));
         tokio::spawn(watch_nodes(
             client.clone(),
-            heartbeats,
-            node.clone(),
+            Watch {
+                heartbeats,
+                leaving,
+                node: node.clone(),
+                tuning,
+                connected,
+                leaving_now: leaving_now.clone(),
+            },
             sink.clone(),
         ));
         tokio::spawn(forward(presence, node.clone(), sink.clone()));
@@ -166,6 +217,8 @@ impl NatsBroker {
             changes,
             publishes,
             dropped,
+            publish_queue_max,
+            leaving_now,
         })
     }
 
@@ -208,6 +261,33 @@ impl Broker for NatsBroker {
         Box::pin(async move {
             // A broker that cannot answer in time must not hold a connection up for ever.
             let _ = tokio::time::timeout(Duration::from_secs(5), flushed).await;
+        })
+    }
+
+    fn leave(&self) -> Flushed {
+        self.leaving_now.store(true, Ordering::Release);
+        let publishes = self.publishes.clone();
+        let publish_queue_max = self.publish_queue_max;
+        let changes = self.changes.clone();
+        Box::pin(async move {
+            // Changes overtake publishes in the control task: the notice waits until the control
+            // task has taken every publish queued before it (it finishes one before the next
+            // change). Bounded: a node whose NATS is away stops anyway, and the others resync.
+            let out = async {
+                while publishes.capacity() < publish_queue_max {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                let (done, left) = oneshot::channel();
+                if changes.send(Change::Leave(done)).is_ok() {
+                    let _ = left.await;
+                }
+            };
+            if tokio::time::timeout(Duration::from_secs(5), out)
+                .await
+                .is_err()
+            {
+                tracing::warn!("NATS: the leaving notice did not go out in time");
+            }
         })
     }
 }
@@ -326,6 +406,16 @@ async fn apply(
             round_trip(client).await;
             let _ = done.send(());
         }
+        Change::Leave(done) => {
+            if let Err(e) = client
+                .publish(LEAVING_SUBJECT, node.to_string().into())
+                .await
+            {
+                tracing::warn!(error = %e, "NATS publish of the leaving notice");
+            }
+            round_trip(client).await;
+            let _ = done.send(());
+        }
     }
 }
 
@@ -343,40 +433,78 @@ async fn round_trip(client: &async_nats::Client) {
     }
 }
 
-/// Say every `HEARTBEAT` that this node is alive, and tell the hub of any other node that fell
-/// silent: its users' presence would otherwise stay "online" for ever.
+/// What `watch_nodes` listens to and knows.
+struct Watch {
+    heartbeats: async_nats::Subscriber,
+    leaving: async_nats::Subscriber,
+    node: String,
+    tuning: Tuning,
+    /// False while this node's own connection to NATS is down.
+    connected: Arc<AtomicBool>,
+    /// Set when this node leaves: no more heartbeats.
+    leaving_now: Arc<AtomicBool>,
+}
+
+/// Say every heartbeat that this node is alive, and tell the hub of any other node that fell
+/// silent or left: its users' presence would otherwise stay "online" for ever. A node that fell
+/// silent may also have died between a commit and its publish, an event no session here would
+/// ever hear live: every local session then catches up by sync.
 async fn watch_nodes(
     client: async_nats::Client,
-    mut heartbeats: async_nats::Subscriber,
-    node: String,
+    mut watch: Watch,
     sink: Arc<OnceLock<Arc<dyn EventSink>>>,
 ) {
     let mut heard: HashMap<String, tokio::time::Instant> = HashMap::new();
-    let mut tick = tokio::time::interval(HEARTBEAT);
+    // Nodes that said they leave (a run's id is never reused): a heartbeat of theirs read after
+    // the notice (another subscription, read in any order) must not bring them back.
+    let mut left: HashSet<String> = HashSet::new();
+    let mut tick = tokio::time::interval(watch.tuning.heartbeat);
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                if let Err(e) = client.publish(NODES_SUBJECT, node.clone().into()).await {
+                if watch.leaving_now.load(Ordering::Acquire) {
+                    continue;
+                }
+                if let Err(e) = client.publish(NODES_SUBJECT, watch.node.clone().into()).await {
                     tracing::debug!(error = %e, "NATS heartbeat");
                 }
                 let silent: Vec<String> = heard
                     .iter()
-                    .filter(|(_, at)| at.elapsed() > NODE_TIMEOUT)
+                    .filter(|(_, at)| at.elapsed() > watch.tuning.node_timeout)
                     .map(|(other, _)| other.clone())
                     .collect();
-                for other in silent {
-                    heard.remove(&other);
+                let Some(sink) = sink.get() else {
+                    continue;
+                };
+                for other in &silent {
+                    heard.remove(other);
                     tracing::warn!(node = %other, "node silent: its users' presence is dropped");
-                    if let Some(sink) = sink.get() {
-                        sink.node_gone(&other);
-                    }
+                    sink.node_gone(other);
+                }
+                // Without NATS every other node falls silent here; the reconnect resyncs.
+                if !silent.is_empty() && watch.connected.load(Ordering::Acquire) {
+                    tracing::warn!("a node fell silent and may have lost events: sessions here resync");
+                    sink.resync();
                 }
             }
-            heartbeat = heartbeats.next() => match heartbeat {
+            heartbeat = watch.heartbeats.next() => match heartbeat {
                 Some(message) => {
                     let other = String::from_utf8_lossy(&message.payload).into_owned();
-                    if other != node {
+                    if other != watch.node && !left.contains(&other) {
                         heard.insert(other, tokio::time::Instant::now());
+                    }
+                }
+                None => return,
+            },
+            notice = watch.leaving.next() => match notice {
+                Some(message) => {
+                    let other = String::from_utf8_lossy(&message.payload).into_owned();
+                    if other != watch.node && left.insert(other.clone()) {
+                        heard.remove(&other);
+                        tracing::info!(node = %other, "node left");
+                        if let Some(sink) = sink.get() {
+                            sink.node_gone(&other);
+                        }
                     }
                 }
                 None => return,
@@ -469,6 +597,7 @@ mod tests {
     struct Recorder {
         events: Mutex<Vec<Arc<Event>>>,
         resyncs: Mutex<usize>,
+        gone: Mutex<Vec<String>>,
     }
 
     impl EventSink for Recorder {
@@ -478,6 +607,85 @@ mod tests {
         fn resync(&self) {
             *self.resyncs.lock().unwrap() += 1;
         }
+        fn node_gone(&self, node: &str) {
+            self.gone.lock().unwrap().push(node.to_string());
+        }
+    }
+
+    /// A node in a runtime of its own, on a thread of its own, until the returned sender says
+    /// stop: the runtime is then dropped, which ends its tasks and its connection as a crash
+    /// would, with no leaving notice.
+    fn node_in_its_own_runtime(
+        url: String,
+        node: &'static str,
+        tuning: Tuning,
+    ) -> std::sync::mpsc::Sender<()> {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let (ready, is_ready) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let broker = NatsBroker::connect_with(&url, node, tuning).await.unwrap();
+                broker.attach(Arc::new(Recorder::default()));
+                ready.send(()).unwrap();
+                while stopped.try_recv().is_err() {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            });
+        });
+        is_ready.recv().unwrap();
+        stop
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_node_that_falls_silent_makes_the_others_resync_and_one_that_leaves_does_not() {
+        let (_server, url) = nats_server().await;
+        let tuning = Tuning {
+            heartbeat: Duration::from_millis(100),
+            node_timeout: Duration::from_millis(500),
+            ..Tuning::default()
+        };
+        let a = NatsBroker::connect_with(&url, "a", tuning)
+            .await
+            .expect("a");
+        let at_a = Arc::new(Recorder::default());
+        a.attach(at_a.clone());
+        let leaver = NatsBroker::connect_with(&url, "leaver", tuning)
+            .await
+            .expect("leaver");
+        leaver.attach(Arc::new(Recorder::default()));
+        let crash = node_in_its_own_runtime(url.clone(), "crasher", tuning);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+
+        // Stopping cleanly: gone at once, and no resync, however long its silence lasts.
+        leaver.publish(typing(1, 1));
+        leaver.leave().await;
+        eventually("a hears that leaver left", || {
+            at_a.gone.lock().unwrap().contains(&"leaver".to_string())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert_eq!(
+            *at_a.resyncs.lock().unwrap(),
+            0,
+            "a clean leave makes no resync"
+        );
+        assert_eq!(
+            *at_a.gone.lock().unwrap(),
+            ["leaver"],
+            "the crasher still heard"
+        );
+
+        // A crash: silence, then gone, and every session here syncs.
+        let _ = crash.send(());
+        eventually("a takes the crasher for gone", || {
+            at_a.gone.lock().unwrap().contains(&"crasher".to_string())
+        })
+        .await;
+        eventually("a resyncs", || *at_a.resyncs.lock().unwrap() == 1).await;
     }
 
     fn typing(conversation_id: ConversationId, user_id: u64) -> Arc<Event> {
@@ -501,7 +709,16 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_full_publish_lane_loses_no_subscription_and_makes_the_others_resync() {
         let (_server, url) = nats_server().await;
-        let a = NatsBroker::connect_with(&url, "a", 4).await.expect("a");
+        let a = NatsBroker::connect_with(
+            &url,
+            "a",
+            Tuning {
+                publish_queue_max: 4,
+                ..Tuning::default()
+            },
+        )
+        .await
+        .expect("a");
         let b = NatsBroker::connect(&url, "b").await.expect("b");
         let at_a = Arc::new(Recorder::default());
         let at_b = Arc::new(Recorder::default());

@@ -21,8 +21,8 @@ pub trait EventSink: Send + Sync {
     /// session must catch up by sync.
     fn resync(&self) {}
 
-    /// A node has not been heard from for a while (it died, or lost the broker): what it said
-    /// about its users' presence no longer holds.
+    /// A node has not been heard from for a while (it died, or lost the broker), or said it is
+    /// leaving: what it said about its users' presence no longer holds.
     fn node_gone(&self, _node: &str) {}
 }
 
@@ -42,6 +42,13 @@ pub trait Broker: Send + Sync {
     /// Resolves once every subscription asked for so far is in effect, so that a session told
     /// "you are subscribed" cannot miss an event published after that.
     fn flush(&self) -> Flushed {
+        Box::pin(std::future::ready(()))
+    }
+    /// This node is stopping cleanly, its sessions closed: resolves once what it published has
+    /// gone out and the other nodes are told that it leaves, so that they do not take its
+    /// silence for a crash (which could have lost events on their way out, and makes them
+    /// resync).
+    fn leave(&self) -> Flushed {
         Box::pin(std::future::ready(()))
     }
 }

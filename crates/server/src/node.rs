@@ -170,7 +170,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
             (Arc::new(broker), false)
         }
     };
-    let app = assemble_with(config, store, broker, single_node);
+    let app = assemble_with(config, store, broker.clone(), single_node);
 
     tokio::spawn(close_refused_devices(app.clone()));
     let janitor = app.clone();
@@ -207,6 +207,9 @@ pub async fn serve(config: Config) -> Result<(), String> {
     })
     .await
     .map_err(|e| format!("server: {e}"))?;
+    // Every connection is done and every commit published: the other nodes of a cluster are
+    // told that this one leaves, so that they do not take its silence for a crash.
+    broker.leave().await;
     tracing::info!("stopped");
     Ok(())
 }

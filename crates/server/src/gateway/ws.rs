@@ -386,15 +386,17 @@ impl Connection {
         }
     }
 
-    /// The queue says the connection closes. A shutdown still writes `frames` and answers the
-    /// sends under way (their jobs are with the store and will commit), within the write timeout.
+    /// The queue says the connection closes. A shutdown or a resync still writes `frames` and
+    /// answers the sends under way (their jobs are with the store and will commit), within the
+    /// write timeout.
     async fn wind_down(
         &mut self,
         reason: CloseReason,
         frames: Vec<Frame>,
         in_flight: &mut InFlight,
     ) -> Option<CloseReason> {
-        if reason == CloseReason::Shutdown && self.write(frames).await {
+        if matches!(reason, CloseReason::Shutdown | CloseReason::Resync) && self.write(frames).await
+        {
             self.answer_in_flight(in_flight).await;
         }
         Some(reason)
@@ -536,6 +538,16 @@ impl Connection {
                 };
                 let _ = self.write(vec![encode(self.encoding, &frame)]).await;
                 self.close_with(close_code::SERVICE_RESTART, "server restart")
+                    .await;
+            }
+            Some(CloseReason::Resync) => {
+                let frame = ServerFrame::Reconnect {
+                    reason:
+                        "live events may have been lost between the servers: reconnect and sync"
+                            .into(),
+                };
+                let _ = self.write(vec![encode(self.encoding, &frame)]).await;
+                self.close_with(close_code::SERVICE_RESTART, "reconnect and sync")
                     .await;
             }
             Some(CloseReason::SlowConsumer) => {

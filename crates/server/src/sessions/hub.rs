@@ -589,7 +589,7 @@ impl EventSink for Hub {
 
 impl Hub {
     fn resync_all(&self) {
-        self.close_all(CloseReason::Shutdown);
+        self.close_all(CloseReason::Resync);
     }
 }
 

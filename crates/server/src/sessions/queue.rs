@@ -38,6 +38,9 @@ pub enum CloseReason {
     SlowConsumer,
     /// The server is shutting down.
     Shutdown,
+    /// Live events may have been lost between the nodes of a cluster (NATS reconnected, a node
+    /// dropped publishes or fell silent): the node stays, the client reconnects and syncs.
+    Resync,
     /// The device was logged out.
     Revoked,
 }
