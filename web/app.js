@@ -1445,7 +1445,9 @@ function errorText(e) {
       case 'username_taken': return 'That username is taken.';
       case 'invalid_username': return 'A username is 3 to 32 characters: letters a–z, digits, “_”, “.” and “-”, starting with a letter or digit.';
       case 'invalid_password': return 'A password is 8 to 256 bytes long.';
-      case 'rate_limited': return 'Too many attempts. Wait a moment and try again.';
+      case 'rate_limited': return e.retryAfterMs && e.retryAfterMs >= 1500
+        ? `Too many attempts. Try again in ${Math.ceil(e.retryAfterMs / 1000)} seconds.`
+        : 'Too many attempts. Wait a moment and try again.';
       case 'message_too_large': return 'This message is too long to send.';
       case 'frame_too_large': return 'That is too large to send.';
       case 'not_member': return 'You are not a member of this conversation.';
@@ -1905,6 +1907,11 @@ function authScreen(notice) {
   switchButton.addEventListener('click', () => setMode(mode === 'login' ? 'register' : 'login'));
   const form = h('form', {
     class: 'form',
+    // An answer to what was typed before goes once it is changed (the browser's own checks may
+    // then stop the next submit before the server is asked).
+    oninput: () => {
+      error.textContent = '';
+    },
     onsubmit: async (/** @type {Event} */ e) => {
       e.preventDefault();
       error.textContent = '';

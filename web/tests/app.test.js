@@ -224,6 +224,9 @@ describe('the web app', () => {
     await stranger.page.getByLabel('Password', { exact: true }).fill(PASSWORD);
     await stranger.page.getByRole('button', { name: 'Create account' }).click();
     await stranger.page.locator('.form-error', { hasText: /^A username is 3 to 32 characters: letters a–z, digits/ }).waitFor();
+    // Typing again takes the answer to the old text away.
+    await stranger.page.getByLabel('Username', { exact: true }).fill('better_name');
+    await until(async () => (await stranger.page.locator('.form-error').textContent()) === '', 'the old error to go');
     await stranger.context.close();
 
     await alice.page.locator('.sidebar-header').getByRole('button', { name: 'New conversation' }).click();
