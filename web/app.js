@@ -562,8 +562,11 @@ function renderList() {
     const typists = (state.typing.get(c.id) ?? []).filter((u) => u !== me());
     const last = c.last_message;
     const pendingHere = state.pending.some((e) => e.conversation_id === c.id);
+    // What you started writing elsewhere is named in the list, as chat apps do.
+    const draft = state.openId !== c.id ? state.drafts.get(c.id)?.trim() : undefined;
     let preview = '';
     if (typists.length) preview = c.kind === 'group' ? `${fmt.nameList(typists.map(userName))} typing…` : 'typing…';
+    else if (draft) preview = `Draft: ${draft}`;
     else if (pendingHere) preview = `You: ${state.pending.filter((e) => e.conversation_id === c.id).at(-1)?.content.type === 'text' ? /** @type {any} */ (state.pending.filter((e) => e.conversation_id === c.id).at(-1)).content.text : ''}`;
     else if (last) {
       const who = last.content.type === 'text' ? (last.sender_id === me() ? 'You: ' : c.kind === 'group' ? `${userName(last.sender_id).split(' ')[0]}: ` : '') : '';
@@ -593,7 +596,7 @@ function renderList() {
             count ? srOnly(`, ${count} unread`) : null,
             h('time', { class: 'conv-time', datetime: new Date(when).toISOString(), text: fmt.listTime(when) })),
           h('span', { class: 'conv-bottom' },
-            h('span', { class: `conv-preview${typists.length ? ' typing' : ''}`, text: left ? 'You are no longer a member' : preview }),
+            h('span', { class: `conv-preview${typists.length ? ' typing' : draft ? ' draft' : ''}`, text: left ? 'You are no longer a member' : preview }),
             count ? h('span', { class: 'badge', 'aria-hidden': 'true', text: count > 99 ? '99+' : String(count) }) : null))),
       ),
     };

@@ -655,7 +655,10 @@ describe('the web app', () => {
     const input = alice.page.getByRole('textbox', { name: 'Message' });
     await input.fill('Half-written thought about the');
     await openConversation(alice.page, 'Frank Ito');
+    // Named in the list while another conversation is open, and after a reload.
+    await listItem(alice.page, 'Bob Chen').locator('.conv-preview.draft', { hasText: 'Draft: Half-written thought about the' }).waitFor();
     await alice.page.reload();
+    await listItem(alice.page, 'Bob Chen').locator('.conv-preview.draft', { hasText: 'Draft: Half-written thought about the' }).waitFor();
     await openConversation(alice.page, 'Bob Chen');
     assert.equal(await input.inputValue(), 'Half-written thought about the');
     await input.press('End');
