@@ -1566,6 +1566,52 @@ async function newChatDialog() {
   }
 }
 
+/** Your display name, as others see it: changed over REST (`PATCH /v1/me`). */
+async function nameDialog() {
+  const session = state.session;
+  if (!session) return;
+  const error = h('p', { class: 'form-error', role: 'alert' });
+  const name = /** @type {HTMLInputElement} */ (h('input', { id: 'my-name', class: 'input', autocomplete: 'name', maxlength: '64', value: session.user.display_name }));
+  const submit = h('button', { class: 'button primary', type: 'submit', text: 'Save' });
+  const user = await dialog((close) => [
+    h('div', { class: 'dialog-head' },
+      h('h2', { text: 'Your name' }),
+      h('button', { class: 'icon-button', type: 'button', 'aria-label': 'Close', onclick: () => close(undefined), html: icons.close })),
+    h('form', {
+      class: 'form',
+      oninput: () => {
+        error.textContent = '';
+      },
+      onsubmit: async (/** @type {Event} */ e) => {
+        e.preventDefault();
+        submit.setAttribute('disabled', '');
+        try {
+          const api = new NatterApi(location.origin, { token: session.token });
+          close(await api.setDisplayName(name.value.trim()));
+        } catch (err) {
+          error.textContent = errorText(err);
+        } finally {
+          submit.removeAttribute('disabled');
+        }
+      },
+    },
+    h('div', { class: 'fields' },
+      h('label', { for: 'my-name', text: 'Name' }), name,
+      h('p', { class: 'hint', text: `What others see beside @${session.user.username}. Leave it empty to show your username. People who have the app open see it once they reload.` })),
+    error,
+    h('div', { class: 'dialog-actions' },
+      h('button', { class: 'button ghost', type: 'button', onclick: () => close(undefined), text: 'Cancel' }), submit)),
+  ], { label: 'Your name' });
+  if (!user || state.session !== session) return;
+  session.user = user;
+  saveSession(session);
+  const shown = user.display_name || user.username;
+  dom.menu?.querySelector('.menu-name')?.replaceChildren(shown);
+  dom.menuButton?.querySelector('.me-name')?.replaceChildren(shown);
+  dom.menuButton?.setAttribute('aria-label', `Account menu for ${shown}`);
+  schedule('pane');
+}
+
 async function devicesDialog() {
   const client = state.client;
   if (!client) return;
@@ -1960,6 +2006,7 @@ function buildShell() {
     h('div', { class: 'menu-head' },
       h('span', { class: 'menu-name', text: user.display_name || user.username }),
       h('span', { class: 'menu-user', text: `@${user.username}` })),
+    h('button', { class: 'menu-item', role: 'menuitem', type: 'button', html: `${icons.user}<span>Your name</span>`, onclick: () => { closeMenu(); void nameDialog(); } }),
     h('button', { class: 'menu-item', role: 'menuitem', type: 'button', html: `${icons.devices}<span>Devices</span>`, onclick: () => { closeMenu(); void devicesDialog(); } }),
     notificationsAvailable() ? h('button', { class: 'menu-item', role: 'menuitem', type: 'button', html: `${icons.bell}<span>Notifications</span>`, onclick: async () => {
       closeMenu();

@@ -753,6 +753,23 @@ describe('the web app', () => {
     await until(async () => /^\(\d+\) Natter$/.test(await alice.page.title()), 'the unread count in the title');
   });
 
+  step('changes your name from the account menu, kept across a reload', async () => {
+    const rename = async (/** @type {string} */ from, /** @type {string} */ to) => {
+      await alice.page.getByRole('button', { name: `Account menu for ${from}` }).click();
+      await alice.page.getByRole('menuitem', { name: 'Your name' }).click();
+      const dialog = alice.page.getByRole('dialog', { name: 'Your name' });
+      await dialog.getByLabel('Name').fill(to);
+      await dialog.getByRole('button', { name: 'Save' }).click();
+      await dialog.waitFor({ state: 'detached' });
+      await alice.page.getByRole('button', { name: `Account menu for ${to}` }).waitFor();
+    };
+    await rename('Alice Martin', 'Alice M.');
+    assert.equal((await (await aliceApi()).me()).display_name, 'Alice M.');
+    await alice.page.reload();
+    await alice.page.getByRole('button', { name: 'Account menu for Alice M.' }).waitFor();
+    await rename('Alice M.', 'Alice Martin');
+  });
+
   step('works at phone width', async () => {
     const phone = await openApp(browser, server.url, { viewport: { width: 390, height: 844 } });
     await phone.page.getByLabel('Username', { exact: true }).fill(names.bob);
