@@ -269,14 +269,14 @@ pub async fn listen(config_path: &Path) -> Result<(), ClientError> {
         }
     }
 
-    // The final state covers exactly the events already queued: print them, then save it.
-    let state = client.close().await;
+    // Print what is still queued, then save the state as of what was taken (and printed).
+    client.close().await;
     while let Some(event) = events.recv().await {
         if !print_event(&mut names, &event) {
             break;
         }
     }
-    config.state = Some(state);
+    config.state = Some(events.state());
     save_config(config_path, &config)?;
     match stopped {
         Some(error) => Err(error),
@@ -377,6 +377,23 @@ impl Names {
     }
 }
 
+/// A message's text as one line on a terminal: control characters (a newline, a tab, an escape
+/// sequence another user could use to rewrite the screen) are shown escaped, `\n`, `\u{1b}`.
+fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut line = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            line.extend(c.escape_default());
+        } else {
+            line.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(line)
+}
+
 /// One human-readable line for an event, like `[conv 3 #12] alice: hello`; `None` for events not
 /// worth a line (someone stopped typing).
 pub fn format_event(names: &Names, event: &ClientEvent) -> Option<String> {
@@ -401,7 +418,11 @@ pub fn format_event(names: &Names, event: &ClientEvent) -> Option<String> {
             };
             match &message.content {
                 Content::Text { text } => {
-                    format!("{head} {}: {text}", names.name(message.sender_id))
+                    format!(
+                        "{head} {}: {}",
+                        names.name(message.sender_id),
+                        printable(text)
+                    )
                 }
                 Content::System { event } => format!("{head} * {}", describe_system(names, event)),
             }
@@ -529,6 +550,27 @@ mod tests {
             reply_to,
             sent_at_ms: 0,
         })
+    }
+
+    #[test]
+    fn a_message_prints_as_one_line_with_its_control_characters_escaped() {
+        let names = names();
+        let text = Content::Text {
+            text: "red \u{1b}[31mALERT\u{1b}[0m\nsecond line\tend\u{7}".into(),
+        };
+        let line = format_event(&names, &message(text, None)).unwrap();
+        assert_eq!(
+            line,
+            "[conv 3 #12] alice: red \\u{1b}[31mALERT\\u{1b}[0m\\nsecond line\\tend\\u{7}"
+        );
+        assert!(!line.chars().any(char::is_control));
+        let plain = Content::Text {
+            text: "ünïcode ✓ stays".into(),
+        };
+        assert_eq!(
+            format_event(&names, &message(plain, None)).unwrap(),
+            "[conv 3 #12] alice: ünïcode ✓ stays"
+        );
     }
 
     #[test]

@@ -16,10 +16,10 @@
 //! Every message goes through the [`Reorderer`], and gaps it finds are filled with `history` once
 //! the sync is done (the sync would bring most of them anyway).
 //!
-//! The saved [`ClientState`] only ever covers what was handed to the application: its cursor is
-//! not moved past messages still held back by a gap, and events still queued inside the client are
-//! not counted. A client resumed from it may see some events again (deduped for messages) but
-//! never misses one.
+//! The saved [`ClientState`] only ever covers what the application took from [`Events`]: its
+//! cursor is not moved past messages still held back by a gap, and events still queued, inside
+//! the client or in [`Events`], are not counted. A client resumed from it may see some events
+//! again (deduped for messages) but never misses one.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::future::Future;
@@ -141,8 +141,8 @@ pub enum ClientEvent {
     },
     /// A message: each exactly once, in `seq` order within its conversation.
     Message(Message),
-    /// Messages `first..=last` of a conversation will never be delivered: the server does not
-    /// show them to this user (e.g. sent before they joined) or they could not be fetched.
+    /// Messages `first..=last` of a conversation will never be delivered: the server no longer
+    /// shows them to this user (e.g. sent after they left) or they could not be fetched.
     Skipped {
         /// The conversation with the hole.
         conversation_id: ConversationId,
@@ -207,8 +207,114 @@ impl Link {
 
 /// What the handle and the driver share: the delivered state, and why the client stopped.
 struct Shared {
+    /// The state as of every event handed to the event channel (what `close` returns: the
+    /// application drains the channel after it).
     state: Mutex<ClientState>,
+    /// The state as of the events the application has taken from [`Events`] (what `state`
+    /// returns while the client runs).
+    taken: Mutex<Taken>,
     stopped: Mutex<Option<ClientError>>,
+}
+
+/// Changes to the saved state, each held back until the application has taken the event it
+/// came with (or, for a cursor, every event queued before it).
+#[derive(Default)]
+struct Taken {
+    state: ClientState,
+    /// Events handed to the channel, and taken from it.
+    handed: u64,
+    taken: u64,
+    /// Nobody reads the channel any more: changes apply at once.
+    unread: bool,
+    /// Changes not applied yet, each with the number of events that must be taken first.
+    waiting: VecDeque<(u64, Change)>,
+}
+
+enum Change {
+    Cursor(Pos),
+    Reset,
+    Delivered(ConversationId, Seq),
+}
+
+impl Change {
+    fn apply(self, state: &mut ClientState) {
+        match self {
+            Change::Cursor(cursor) => state.cursor = state.cursor.max(cursor),
+            Change::Reset => *state = ClientState::default(),
+            Change::Delivered(conversation_id, seq) => {
+                let delivered = state.delivered.entry(conversation_id).or_insert(0);
+                *delivered = (*delivered).max(seq);
+            }
+        }
+    }
+}
+
+impl Taken {
+    /// Record a change; `with_event`: it comes with an event just handed to the channel.
+    fn note(&mut self, change: Change, with_event: bool) {
+        if with_event {
+            self.handed += 1;
+        }
+        if self.unread || self.taken >= self.handed {
+            change.apply(&mut self.state);
+        } else {
+            self.waiting.push_back((self.handed, change));
+        }
+    }
+
+    fn took_one(&mut self) {
+        self.taken += 1;
+        self.catch_up();
+    }
+
+    fn catch_up(&mut self) {
+        while let Some((at, _)) = self.waiting.front() {
+            if !self.unread && *at > self.taken {
+                break;
+            }
+            if let Some((_, change)) = self.waiting.pop_front() {
+                change.apply(&mut self.state);
+            }
+        }
+    }
+}
+
+/// The client's events, in order: take them with [`recv`](Events::recv). What the application
+/// has taken is what [`Client::state`] covers, so a state saved after processing the events
+/// taken so far never skips one still waiting here.
+pub struct Events {
+    receiver: mpsc::Receiver<ClientEvent>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events").finish_non_exhaustive()
+    }
+}
+
+impl Events {
+    /// The next event; `None` once the client has stopped and every event was taken.
+    /// Cancel-safe (usable in `select!`): an event is counted as taken only when returned.
+    pub async fn recv(&mut self) -> Option<ClientEvent> {
+        let event = self.receiver.recv().await?;
+        lock(&self.shared.taken).took_one();
+        Some(event)
+    }
+
+    /// What to save to resume later, as of the events taken from here so far (the same as
+    /// [`Client::state`], and still readable after [`Client::close`]).
+    pub fn state(&self) -> ClientState {
+        lock(&self.shared.taken).state.clone()
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        let mut taken = lock(&self.shared.taken);
+        taken.unread = true;
+        taken.catch_up();
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -245,7 +351,7 @@ pub struct Client {
     sends: mpsc::Sender<SendJob>,
     shared: Arc<Shared>,
     live: watch::Receiver<Link>,
-    events: Option<mpsc::Receiver<ClientEvent>>,
+    events: Option<Events>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -277,6 +383,10 @@ impl Client {
         let (live_tx, live_rx) = watch::channel(Link::Down);
         let shared = Arc::new(Shared {
             state: Mutex::new(state.clone()),
+            taken: Mutex::new(Taken {
+                state: state.clone(),
+                ..Taken::default()
+            }),
             stopped: Mutex::new(None),
         });
         let driver = Driver::new(
@@ -292,9 +402,12 @@ impl Client {
         Ok(Client {
             control: control_tx,
             sends: send_tx,
-            shared,
+            shared: shared.clone(),
             live: live_rx,
-            events: Some(event_rx),
+            events: Some(Events {
+                receiver: event_rx,
+                shared,
+            }),
             task: Some(task),
         })
     }
@@ -302,7 +415,7 @@ impl Client {
     /// The event stream; `Some` the first time only. Read it steadily: when it is full the
     /// client stops reading from the server, and sends are not acknowledged either. Drop it if
     /// you do not want events.
-    pub fn events(&mut self) -> Option<mpsc::Receiver<ClientEvent>> {
+    pub fn events(&mut self) -> Option<Events> {
         self.events.take()
     }
 
@@ -343,10 +456,11 @@ impl Client {
         done.await.unwrap_or_else(|_| Err(self.shared.stop_error()))
     }
 
-    /// What to save to resume later: covers exactly the events already handed to the event
-    /// channel. Save it after processing the events you received.
+    /// What to save to resume later: covers exactly the events taken from [`Events`] so far
+    /// (not those still waiting there). Save it after processing the events you took: a client
+    /// resumed from it gets every later one.
     pub fn state(&self) -> ClientState {
-        lock(&self.shared.state).clone()
+        lock(&self.shared.taken).state.clone()
     }
 
     /// Why the client stopped for good (credentials refused, token revoked, closed), if it did.
@@ -405,8 +519,9 @@ impl Client {
     }
 
     /// Stop: close the connection, fail unacknowledged sends with [`ClientError::Closed`], and
-    /// return the final state. Events already in the channel can still be read afterwards, and
-    /// the returned state covers exactly those: drain them, then save it.
+    /// return the final state. Events already in [`Events`] can still be taken afterwards, and
+    /// the returned state covers them too: drain them, then save it (or save
+    /// [`Events::state`] after whatever you took).
     pub async fn close(mut self) -> ClientState {
         let (done_tx, done_rx) = oneshot::channel();
         if self.control.send(Control::Close(done_tx)).await.is_ok() {
@@ -415,7 +530,7 @@ impl Client {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
-        self.state()
+        lock(&self.shared.state).clone()
     }
 }
 
@@ -1336,10 +1451,13 @@ impl Driver {
                     self.pending.pop_front();
                     let mut state = lock(&self.shared.state);
                     state.cursor = state.cursor.max(cursor);
+                    drop(state);
+                    lock(&self.shared.taken).note(Change::Cursor(cursor), false);
                 }
                 Some(Pending::Reset) => {
                     self.pending.pop_front();
                     *lock(&self.shared.state) = ClientState::default();
+                    lock(&self.shared.taken).note(Change::Reset, false);
                 }
                 Some(Pending::Event(_)) if self.app.is_none() => {
                     if let Some(Pending::Event(event)) = self.pending.pop_front() {
@@ -1351,20 +1469,28 @@ impl Driver {
         }
     }
 
-    /// Count an event as delivered in the saved state.
+    /// Count an event, about to be handed to the channel (or dropped, when nobody listens), as
+    /// delivered in the saved state: at once in the state `close` returns, and once the
+    /// application takes it in the state `Client::state` returns.
     fn record(&self, event: &ClientEvent) {
-        let (conversation_id, seq) = match event {
-            ClientEvent::Message(message) => (message.conversation_id, message.seq),
+        let delivered = match event {
+            ClientEvent::Message(message) => Some((message.conversation_id, message.seq)),
             ClientEvent::Skipped {
                 conversation_id,
                 last,
                 ..
-            } => (*conversation_id, *last),
-            _ => return,
+            } => Some((*conversation_id, *last)),
+            _ => None,
         };
-        let mut state = lock(&self.shared.state);
-        let delivered = state.delivered.entry(conversation_id).or_insert(0);
-        *delivered = (*delivered).max(seq);
+        let mut taken = lock(&self.shared.taken);
+        let Some((conversation_id, seq)) = delivered else {
+            // Counted all the same: the changes after it wait until it is taken.
+            taken.handed += 1;
+            return;
+        };
+        taken.note(Change::Delivered(conversation_id, seq), true);
+        drop(taken);
+        Change::Delivered(conversation_id, seq).apply(&mut lock(&self.shared.state));
     }
 }
 

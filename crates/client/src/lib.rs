@@ -30,7 +30,7 @@ pub mod state;
 pub mod util;
 
 pub use backoff::Backoff;
-pub use client::{Client, ClientConfig, ClientEvent};
+pub use client::{Client, ClientConfig, ClientEvent, Events};
 pub use connection::{CloseInfo, ConnectOptions, Connection, EarlySync, Requester};
 pub use error::ClientError;
 pub use order::Reorderer;

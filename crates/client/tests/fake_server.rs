@@ -15,7 +15,7 @@ use natter_client::proto::{
     ErrorCode, Hello, HistoryPage, Limits, Message, Pos, Seq, ServerFrame, SyncPage, User,
     encode_error, encode_result,
 };
-use natter_client::{Backoff, Client, ClientConfig, ClientError, ClientEvent, ClientState};
+use natter_client::{Backoff, Client, ClientConfig, ClientError, ClientEvent, ClientState, Events};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -376,7 +376,7 @@ fn config(servers: Vec<String>) -> ClientConfig {
 
 /// Collect events until `stop` says so (the stopping event included).
 async fn collect_until(
-    events: &mut mpsc::Receiver<ClientEvent>,
+    events: &mut Events,
     mut stop: impl FnMut(&ClientEvent) -> bool,
 ) -> Vec<ClientEvent> {
     let mut seen = Vec::new();
@@ -406,6 +406,68 @@ fn delivered(events: &[ClientEvent], conversation_id: ConversationId) -> Vec<Seq
 
 fn is_synced(event: &ClientEvent) -> bool {
     matches!(event, ClientEvent::Synced { .. })
+}
+
+/// The state saved while the client runs covers the events the application took, not those
+/// still queued for it: an application killed with events queued gets them again on resume.
+#[tokio::test]
+async fn the_state_covers_the_events_taken_not_those_still_queued() {
+    let (addr, world) = start_fake(world_with(&[(1, 10)], 100)).await;
+    let mut client = Client::start(config(vec![addr.clone()])).unwrap();
+    let mut events = client.events().unwrap();
+    // Everything is queued for the application before it takes anything.
+    let mut queued = Vec::new();
+    while queued.len() < 12 {
+        match tokio::time::timeout(WAIT, events.recv()).await {
+            Ok(Some(event)) => queued.push(event),
+            other => panic!("no event: {other:?}"),
+        }
+        if queued.len() == 1 {
+            // Taken: Connected. The rest arrives meanwhile; nothing of it is counted yet.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert_eq!(client.state().delivered(1), 0);
+            assert_eq!(client.state().cursor, 0);
+        }
+        if let Some(ClientEvent::Message(m)) = queued.last() {
+            assert_eq!(
+                client.state().delivered(1),
+                m.seq,
+                "covers up to the one taken"
+            );
+            assert_eq!(events.state().delivered(1), m.seq);
+            if m.seq == 4 {
+                break;
+            }
+        }
+    }
+    // Killed here, it resumes from seq 4: 5..=10 come again.
+    let saved = client.state();
+    assert_eq!(saved.delivered(1), 4);
+    assert_eq!(
+        saved.cursor, 0,
+        "the cursor waits for the page's messages to be taken"
+    );
+    let state_at_close = client.close().await;
+    assert_eq!(
+        state_at_close.delivered(1),
+        10,
+        "close covers what is queued, to be drained"
+    );
+    let mut resumed_config = config(vec![addr]);
+    resumed_config.state = Some(saved);
+    let mut resumed = Client::start(resumed_config).unwrap();
+    let mut again = resumed.events().unwrap();
+    let seen = collect_until(&mut again, is_synced).await;
+    assert_eq!(delivered(&seen, 1), (5..=10).collect::<Vec<_>>());
+    assert_eq!(
+        again.state().cursor,
+        world.lock().unwrap().next_pos,
+        "all taken: the cursor is the head"
+    );
+    resumed.close().await;
+    // Draining what was queued at close brings its state to the one close returned.
+    while events.recv().await.is_some() {}
+    assert_eq!(events.state(), state_at_close);
 }
 
 #[tokio::test]
