@@ -154,7 +154,10 @@ impl Config {
                     .into(),
             );
         }
-        if l.heartbeat_interval_ms == 0 || l.idle_timeout_ms <= l.heartbeat_interval_ms {
+        if l.heartbeat_interval_ms == 0 {
+            return Err("heartbeat_interval_ms must be above zero".into());
+        }
+        if l.idle_timeout_ms <= l.heartbeat_interval_ms {
             return Err("idle_timeout_ms must exceed heartbeat_interval_ms".into());
         }
         Ok(())
@@ -221,5 +224,20 @@ mod tests {
             ..Config::default()
         };
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn heartbeats_are_checked_each_with_its_own_reason() {
+        let mut config = Config::default();
+        config.limits.heartbeat_interval_ms = 0;
+        assert_eq!(
+            config.validate(),
+            Err("heartbeat_interval_ms must be above zero".to_string())
+        );
+        config.limits.heartbeat_interval_ms = config.limits.idle_timeout_ms;
+        assert_eq!(
+            config.validate(),
+            Err("idle_timeout_ms must exceed heartbeat_interval_ms".to_string())
+        );
     }
 }
