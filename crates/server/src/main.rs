@@ -159,6 +159,19 @@ fn load_config(data: &DataArgs) -> Result<Config, String> {
     Ok(config)
 }
 
+/// The configuration for `natter user …`, which works on a node's existing data: a mistyped
+/// `--data-dir` must not quietly create an empty database and a user in it.
+fn existing_data(data: &DataArgs) -> Result<Config, String> {
+    let config = load_config(data)?;
+    if config.database.is_none() && !config.data_dir.exists() {
+        return Err(format!(
+            "no data directory at {} (`natter serve` creates it; check --data-dir)",
+            config.data_dir.display()
+        ));
+    }
+    Ok(config)
+}
+
 fn serve_config(args: ServeArgs) -> Result<Config, String> {
     let mut config = load_config(&args.data)?;
     macro_rules! set {
@@ -211,25 +224,20 @@ async fn run(cli: Cli) -> Result<(), String> {
             display_name,
             data,
         }) => {
+            let config = existing_data(&data)?;
             let password = admin::read_password(password)?;
-            admin::create_user(
-                load_config(&data)?,
-                &username,
-                &password,
-                display_name.as_deref(),
-            )
-            .await
+            admin::create_user(config, &username, &password, display_name.as_deref()).await
         }
         Command::Migrate { data } => {
             println!("{}", node::migrate(&load_config(&data)?).await?);
             Ok(())
         }
-        Command::User(UserCommand::List { data }) => admin::list_users(load_config(&data)?).await,
+        Command::User(UserCommand::List { data }) => admin::list_users(existing_data(&data)?).await,
         Command::User(UserCommand::Disable {
             username,
             enable,
             data,
-        }) => admin::set_disabled(load_config(&data)?, &username, !enable).await,
+        }) => admin::set_disabled(existing_data(&data)?, &username, !enable).await,
         Command::Login {
             username,
             server,
