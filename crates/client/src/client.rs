@@ -365,8 +365,11 @@ impl std::fmt::Debug for Client {
 
 impl Client {
     /// Start the background task; it connects right away. Fails only on a bad configuration
-    /// (no server, an unusable address); connection problems are retried, and reported as
-    /// events.
+    /// (no server, an unusable address). Connection problems are retried with the backoff, for
+    /// ever: a session that ends is reported as [`ClientEvent::Disconnected`], and attempts
+    /// that fail before any session are not reported (check [`is_connected`](Self::is_connected)
+    /// or wait for [`ClientEvent::Connected`] with a timeout of your own); refused credentials
+    /// stop the client with `Disconnected { reconnecting: false, .. }`.
     pub fn start(mut config: ClientConfig) -> Result<Client, ClientError> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| ClientError::Config("Client::start needs a Tokio runtime".into()))?;
