@@ -285,6 +285,8 @@ async fn run(cli: Cli) -> Result<(), String> {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colours for a terminal only: a log file or a pipe gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("NATTER_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
