@@ -21,7 +21,7 @@
 //! node that stops cleanly says so on `natter.nodes.leaving` once its publishes are out, and
 //! costs the others no resync.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -105,7 +105,6 @@ pub struct NatsBroker {
     publishes: mpsc::Sender<Arc<Event>>,
     /// Set when a publish was dropped; the control task then announces a resync.
     dropped: Arc<AtomicBool>,
-    publish_queue_max: usize,
     /// Set by `leave`: the heartbeats stop.
     leaving_now: Arc<AtomicBool>,
 }
@@ -217,7 +216,6 @@ impl NatsBroker {
             changes,
             publishes,
             dropped,
-            publish_queue_max,
             leaving_now,
         })
     }
@@ -267,14 +265,13 @@ impl Broker for NatsBroker {
     fn leave(&self) -> Flushed {
         self.leaving_now.store(true, Ordering::Release);
         let publishes = self.publishes.clone();
-        let publish_queue_max = self.publish_queue_max;
         let changes = self.changes.clone();
         Box::pin(async move {
             // Changes overtake publishes in the control task: the notice waits until the control
             // task has taken every publish queued before it (it finishes one before the next
             // change). Bounded: a node whose NATS is away stops anyway, and the others resync.
             let out = async {
-                while publishes.capacity() < publish_queue_max {
+                while publishes.capacity() < publishes.max_capacity() {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 let (done, left) = oneshot::channel();
@@ -455,9 +452,10 @@ async fn watch_nodes(
     sink: Arc<OnceLock<Arc<dyn EventSink>>>,
 ) {
     let mut heard: HashMap<String, tokio::time::Instant> = HashMap::new();
-    // Nodes that said they leave (a run's id is never reused): a heartbeat of theirs read after
-    // the notice (another subscription, read in any order) must not bring them back.
-    let mut left: HashSet<String> = HashSet::new();
+    // Nodes that said they leave, and when: a heartbeat of theirs read after the notice (another
+    // subscription, read in any order) must not bring them back. Forgotten after a timeout, by
+    // when any such heartbeat has long been read, so that notices cannot pile up.
+    let mut left: HashMap<String, tokio::time::Instant> = HashMap::new();
     let mut tick = tokio::time::interval(watch.tuning.heartbeat);
     loop {
         tokio::select! {
@@ -465,6 +463,7 @@ async fn watch_nodes(
                 if watch.leaving_now.load(Ordering::Acquire) {
                     continue;
                 }
+                left.retain(|_, at| at.elapsed() <= watch.tuning.node_timeout);
                 if let Err(e) = client.publish(NODES_SUBJECT, watch.node.clone().into()).await {
                     tracing::debug!(error = %e, "NATS heartbeat");
                 }
@@ -490,7 +489,7 @@ async fn watch_nodes(
             heartbeat = watch.heartbeats.next() => match heartbeat {
                 Some(message) => {
                     let other = String::from_utf8_lossy(&message.payload).into_owned();
-                    if other != watch.node && !left.contains(&other) {
+                    if other != watch.node && !left.contains_key(&other) {
                         heard.insert(other, tokio::time::Instant::now());
                     }
                 }
@@ -499,7 +498,9 @@ async fn watch_nodes(
             notice = watch.leaving.next() => match notice {
                 Some(message) => {
                     let other = String::from_utf8_lossy(&message.payload).into_owned();
-                    if other != watch.node && left.insert(other.clone()) {
+                    if other != watch.node
+                        && left.insert(other.clone(), tokio::time::Instant::now()).is_none()
+                    {
                         heard.remove(&other);
                         tracing::info!(node = %other, "node left");
                         if let Some(sink) = sink.get() {

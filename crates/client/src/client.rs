@@ -207,11 +207,8 @@ impl Link {
 
 /// What the handle and the driver share: the delivered state, and why the client stopped.
 struct Shared {
-    /// The state as of every event handed to the event channel (what `close` returns: the
-    /// application drains the channel after it).
-    state: Mutex<ClientState>,
-    /// The state as of the events the application has taken from [`Events`] (what `state`
-    /// returns while the client runs).
+    /// The saved state, as of the events the application has taken from [`Events`], and the
+    /// changes of those still queued there.
     taken: Mutex<Taken>,
     stopped: Mutex<Option<ClientError>>,
 }
@@ -230,6 +227,7 @@ struct Taken {
     waiting: VecDeque<(u64, Change)>,
 }
 
+#[derive(Clone, Copy)]
 enum Change {
     Cursor(Pos),
     Reset,
@@ -237,13 +235,13 @@ enum Change {
 }
 
 impl Change {
-    fn apply(self, state: &mut ClientState) {
+    fn apply(&self, state: &mut ClientState) {
         match self {
-            Change::Cursor(cursor) => state.cursor = state.cursor.max(cursor),
+            Change::Cursor(cursor) => state.cursor = state.cursor.max(*cursor),
             Change::Reset => *state = ClientState::default(),
             Change::Delivered(conversation_id, seq) => {
-                let delivered = state.delivered.entry(conversation_id).or_insert(0);
-                *delivered = (*delivered).max(seq);
+                let delivered = state.delivered.entry(*conversation_id).or_insert(0);
+                *delivered = (*delivered).max(*seq);
             }
         }
     }
@@ -257,9 +255,25 @@ impl Taken {
         }
         if self.unread || self.taken >= self.handed {
             change.apply(&mut self.state);
+        } else if let (Change::Cursor(cursor), Some((at, Change::Cursor(last)))) =
+            (change, self.waiting.back_mut())
+            && *at == self.handed
+        {
+            // Cursors with no event between them: the highest stands for all.
+            *last = (*last).max(cursor);
         } else {
             self.waiting.push_back((self.handed, change));
         }
+    }
+
+    /// The state as of every event handed to the channel: what the application saves after
+    /// draining it.
+    fn handed_state(&self) -> ClientState {
+        let mut state = self.state.clone();
+        for (_, change) in &self.waiting {
+            change.apply(&mut state);
+        }
+        state
     }
 
     fn took_one(&mut self) {
@@ -385,7 +399,6 @@ impl Client {
         let (event_tx, event_rx) = mpsc::channel(config.event_capacity.max(1));
         let (live_tx, live_rx) = watch::channel(Link::Down);
         let shared = Arc::new(Shared {
-            state: Mutex::new(state.clone()),
             taken: Mutex::new(Taken {
                 state: state.clone(),
                 ..Taken::default()
@@ -533,7 +546,7 @@ impl Client {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
-        lock(&self.shared.state).clone()
+        lock(&self.shared.taken).handed_state()
     }
 }
 
@@ -1452,14 +1465,10 @@ impl Driver {
                 Some(Pending::Cursor(cursor)) => {
                     let cursor = *cursor;
                     self.pending.pop_front();
-                    let mut state = lock(&self.shared.state);
-                    state.cursor = state.cursor.max(cursor);
-                    drop(state);
                     lock(&self.shared.taken).note(Change::Cursor(cursor), false);
                 }
                 Some(Pending::Reset) => {
                     self.pending.pop_front();
-                    *lock(&self.shared.state) = ClientState::default();
                     lock(&self.shared.taken).note(Change::Reset, false);
                 }
                 Some(Pending::Event(_)) if self.app.is_none() => {
@@ -1473,8 +1482,7 @@ impl Driver {
     }
 
     /// Count an event, about to be handed to the channel (or dropped, when nobody listens), as
-    /// delivered in the saved state: at once in the state `close` returns, and once the
-    /// application takes it in the state `Client::state` returns.
+    /// delivered in the saved state once the application takes it.
     fn record(&self, event: &ClientEvent) {
         let delivered = match event {
             ClientEvent::Message(message) => Some((message.conversation_id, message.seq)),
@@ -1492,8 +1500,6 @@ impl Driver {
             return;
         };
         taken.note(Change::Delivered(conversation_id, seq), true);
-        drop(taken);
-        Change::Delivered(conversation_id, seq).apply(&mut lock(&self.shared.state));
     }
 }
 

@@ -532,22 +532,19 @@ impl Connection {
     async fn close(&mut self, reason: Option<CloseReason>) {
         match reason {
             None => {}
-            Some(CloseReason::Shutdown) => {
-                let frame = ServerFrame::Reconnect {
-                    reason: "the server is restarting".into(),
+            Some(going @ (CloseReason::Shutdown | CloseReason::Resync)) => {
+                // The same close for both (1012: reconnect, then sync); only the words differ.
+                let (why, close_reason) = if going == CloseReason::Shutdown {
+                    ("the server is restarting", "server restart")
+                } else {
+                    (
+                        "live events may have been lost between the servers: reconnect and sync",
+                        "reconnect and sync",
+                    )
                 };
+                let frame = ServerFrame::Reconnect { reason: why.into() };
                 let _ = self.write(vec![encode(self.encoding, &frame)]).await;
-                self.close_with(close_code::SERVICE_RESTART, "server restart")
-                    .await;
-            }
-            Some(CloseReason::Resync) => {
-                let frame = ServerFrame::Reconnect {
-                    reason:
-                        "live events may have been lost between the servers: reconnect and sync"
-                            .into(),
-                };
-                let _ = self.write(vec![encode(self.encoding, &frame)]).await;
-                self.close_with(close_code::SERVICE_RESTART, "reconnect and sync")
+                self.close_with(close_code::SERVICE_RESTART, close_reason)
                     .await;
             }
             Some(CloseReason::SlowConsumer) => {
